@@ -1,0 +1,1 @@
+"""conversion of transmamba."""
