@@ -185,7 +185,8 @@ class TransMambaModel(TransMambaPreTrainedModel):
     def __init__(self, config: TransMambaConfig):
         super().__init__(config)
         self.embeddings = TransMambaEmbeddings(config)
-        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        depth = config.num_hidden_layers
+        rates = [config.drop_path_rate * i / max(1, depth - 1) for i in range(depth)]  # stochastic depth ramp
         self.layers = nn.ModuleList([TransMambaLayer(config, rate) for rate in rates])
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
