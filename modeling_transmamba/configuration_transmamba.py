@@ -9,7 +9,7 @@ from transformers import PretrainedConfig
 from .scan_orders import DIRECTIONS, ONE_D_DIRECTIONS
 
 PLAIN_MAMBA_4 = ["rows", "rows_reversed", "cols", "cols_reversed"]
-PLAIN_MAMBA_8 = PLAIN_MAMBA_4 + ["rows_tr", "rows_tr_reversed", "cols_tr", "cols_tr_reversed"]
+PLAIN_MAMBA_8 = PLAIN_MAMBA_4 + ["rows_tr", "rows_tr_reversed", "cols_bl", "cols_bl_reversed"]
 
 _PMAMBA = dict(
     num_hidden_layers=12,
@@ -39,6 +39,14 @@ PRESETS: dict[str, dict] = {
     "pmamba-b": dict(_PMAMBA, hidden_size=768),
     "vim-t": dict(_VIM, hidden_size=192),
     "vim-s": dict(_VIM, hidden_size=384),
+}
+
+
+# Every saved student names all its entry points, so `AutoModel` (features) and the classifier both load remotely.
+REMOTE_CODE_AUTO_MAP = {
+    "AutoConfig": "configuration_transmamba.TransMambaConfig",
+    "AutoModel": "modeling_transmamba.TransMambaModel",
+    "AutoModelForImageClassification": "modeling_transmamba.TransMambaForImageClassification",
 }
 
 
@@ -115,6 +123,7 @@ class TransMambaConfig(PretrainedConfig):
         self.time_step_max = time_step_max
         self.time_step_floor = time_step_floor
         self.scan_backend = scan_backend
+        kwargs.setdefault("auto_map", dict(REMOTE_CODE_AUTO_MAP))
         super().__init__(**kwargs)
         self.validate_shape()
 

@@ -79,7 +79,9 @@ class TransMambaMixer(nn.Module):
         init.kaiming_uniform_(self.conv.weight, a=math.sqrt(5))
         if self.conv.bias is not None:
             init.zeros_(self.conv.bias)
-        init.kaiming_uniform_(self.x_proj_weight, a=math.sqrt(5))
+        # Each set is an nn.Linear(inner, R + 2N) weight, so nn.Linear's default bound 1/sqrt(inner); kaiming on the
+        # stacked 3-D tensor would take (R + 2N) * inner as its fan-in and start several times too small.
+        init.uniform_(self.x_proj_weight, -(self.inner**-0.5), self.inner**-0.5)
         dt_std = self.rank**-0.5
         init.uniform_(self.dt_proj_weight, -dt_std, dt_std)
         low, high = math.log(cfg.time_step_min), math.log(cfg.time_step_max)
@@ -150,5 +152,8 @@ class TransMambaMixer(nn.Module):
         output = self.out_proj(combined * scale)
         if not output_direction_outputs:
             return output, None
-        bias = self.out_proj.bias / k if self.out_proj.bias is not None else None
-        return output, F.linear(y * scale, self.out_proj.weight, bias)
+        # Through out_proj itself, so adapters on it (LoRA) count too; each direction then keeps 1/k of the bias.
+        directions = self.out_proj(y * scale)
+        if self.out_proj.bias is not None:
+            directions = directions - self.out_proj.bias * (1.0 - 1.0 / k)
+        return output, directions

@@ -17,8 +17,8 @@ TWO_D_DIRECTIONS = (
     "cols_reversed",
     "rows_tr",  # row snake from the top-right corner
     "rows_tr_reversed",
-    "cols_tr",  # column snake from the top-right corner
-    "cols_tr_reversed",
+    "cols_bl",  # column snake from the bottom-left corner (from the top-right it would repeat cols_reversed)
+    "cols_bl_reversed",
 )
 DIRECTIONS = ONE_D_DIRECTIONS + TWO_D_DIRECTIONS
 
@@ -27,9 +27,13 @@ MOVE_START, MOVE_RIGHT, MOVE_LEFT, MOVE_UP, MOVE_DOWN = range(5)
 
 
 def _snake(height: int, width: int, by_columns: bool, mirrored: bool) -> torch.Tensor:
+    """Boustrophedon over rows (or columns); ``mirrored`` starts rows at the right, columns at the bottom.
+
+    That choice keeps all 8 snakes distinct on every grid: each of the 4 corners starts one row and one column snake.
+    """
     grid = torch.arange(height * width).view(height, width)
     if mirrored:
-        grid = grid.flip(1)
+        grid = grid.flip(0 if by_columns else 1)
     lines = grid.t() if by_columns else grid
     lines = lines.clone()
     lines[1::2] = lines[1::2].flip(1)
@@ -45,7 +49,7 @@ def scan_permutation(direction: str, height: int, width: int, length: int | None
     if direction not in TWO_D_DIRECTIONS:
         raise ValueError(f"Unknown scan direction {direction!r}; choose from {', '.join(DIRECTIONS)}.")
     base, _, rest = direction.partition("_")
-    perm = _snake(height, width, by_columns=base == "cols", mirrored="tr" in rest)
+    perm = _snake(height, width, by_columns=base == "cols", mirrored=rest.startswith(("tr", "bl")))
     return perm.flip(0) if rest.endswith("reversed") else perm
 
 
