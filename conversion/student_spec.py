@@ -1,0 +1,106 @@
+"""`--student` specs (``pmamba-s`` or ``pmamba-s,num_hidden_layers=6,hidden_size=256``) and their checks against a
+teacher: the student takes the teacher's patch size, image size, channels, norm eps and activation, and may not be
+wider or deeper than it."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+from transformers import PretrainedConfig
+
+from ..modeling_transmamba import PRESETS, TransMambaConfig
+
+_COPIED_FROM_TEACHER = ("patch_size", "num_channels", "layer_norm_eps", "hidden_act")
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets, so list values like ``scan_directions=["forward","backward"]`` work."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char in "[{"
+        depth -= char in "]}"
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return parts + [current]
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return {"True": True, "False": False}.get(text, text)
+
+
+def parse_student_spec(spec: str) -> tuple[str, dict]:
+    """``preset[,key=value...]`` -> (preset, overrides); unknown presets and fields fail here, before any loading."""
+    preset, *items = [part.strip() for part in _split_top_level(spec)]
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown student preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    known = set(inspect.signature(TransMambaConfig.__init__).parameters) - {"self", "kwargs"}
+    overrides = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or key not in known:
+            raise ValueError(
+                f"Bad student override {item!r}: expected key=value with key one of {', '.join(sorted(known))}."
+            )
+        overrides[key] = _value(raw.strip())
+    return preset, overrides
+
+
+def student_config_for(
+    teacher_config: PretrainedConfig,
+    spec: str,
+    image_size: int,
+    mlp_width: int,
+    num_labels: int | None,
+    id2label: dict | None,
+) -> TransMambaConfig:
+    """The student's config: preset, then the teacher's shape fields, then the user's overrides (checked)."""
+    preset, overrides = parse_student_spec(spec)
+    from_teacher = {
+        "patch_size": teacher_config.patch_size,
+        "num_channels": teacher_config.num_channels,
+        "layer_norm_eps": teacher_config.layer_norm_eps,
+        "hidden_act": teacher_config.hidden_act,
+        "image_size": image_size,
+    }
+    for key in _COPIED_FROM_TEACHER:
+        if key in overrides and overrides[key] != from_teacher[key]:
+            copied = "patch embedding" if key == "patch_size" else "weights"
+            raise ValueError(
+                f"Student {key}={overrides[key]!r} does not match the teacher's {from_teacher[key]!r}; the copied "
+                f"{copied} need the teacher's value (drop the override)."
+            )
+    fields = {**PRESETS[preset], **from_teacher, **overrides}
+    width, depth = fields["hidden_size"], fields["num_hidden_layers"]
+    if width > teacher_config.hidden_size:
+        raise ValueError(
+            f"Student hidden_size {width} is wider than the teacher's {teacher_config.hidden_size}; subcloning keeps "
+            f"a subset of the teacher's channels: use hidden_size<={teacher_config.hidden_size} (e.g. "
+            f"--student {preset},hidden_size={teacher_config.hidden_size})."
+        )
+    if depth > teacher_config.num_hidden_layers:
+        raise ValueError(
+            f"Student num_hidden_layers {depth} is deeper than the teacher's {teacher_config.num_hidden_layers}; "
+            f"subcloning takes the teacher's first n layers: use num_hidden_layers<={teacher_config.num_hidden_layers}."
+        )
+    if int(width * fields.get("mlp_ratio", 4.0)) > mlp_width:
+        raise ValueError(
+            f"Student MLP width {int(width * fields.get('mlp_ratio', 4.0))} exceeds the teacher's {mlp_width}; "
+            f"lower mlp_ratio to at most {mlp_width / width:g}."
+        )
+    if id2label:
+        fields["id2label"] = {int(k): v for k, v in id2label.items()}
+        fields["label2id"] = {v: int(k) for k, v in id2label.items()}
+    elif num_labels:
+        fields["num_labels"] = num_labels
+    try:
+        return TransMambaConfig(**fields)
+    except ValueError as error:
+        raise ValueError(f"Student spec {spec!r} is invalid: {error}") from None

@@ -1,0 +1,108 @@
+"""Model card of a stage-1 (subcloned, untrained) student."""
+
+from __future__ import annotations
+
+import os
+
+from huggingface_hub import ModelCard, ModelCardData
+
+BODY = """
+# {title}
+
+A **TransMamba** vision student ({family}) initialised from the Transformer `{teacher}` by weight subcloning —
+stage 1 of [TransMamba](https://arxiv.org/abs/2502.15130) (Chen et al., 2025).
+
+> **Stage 1 only — not trained.** Patch embedding, position embeddings, norms, MLPs, the attention output
+> projections and the head come from the teacher; the selective-SSM parameters are freshly initialised, so the
+> model does not classify well yet. Distil it (stage 2, `transmamba train`) before use.
+
+## How to load
+
+```python
+from transformers import AutoModelForImageClassification, pipeline
+
+model = AutoModelForImageClassification.from_pretrained("{repo}", trust_remote_code=True)
+classifier = pipeline("image-classification", model="{repo}", trust_remote_code=True)
+```
+
+The modeling code ships in this repository (pure PyTorch; uses the `mamba_ssm` CUDA kernel when installed).
+
+## How it was made
+
+| | |
+|---|---|
+| Teacher | `{teacher}` ({teacher_class}) |
+| Student | `{student}`: {layers} layers, width {width}, {directions} scan directions, {params:,} parameters |
+| Channel selection | {importance} |
+| Data for selection | {data} |
+| Tensors copied / sliced / initialised | {copied} / {sliced} / {initialised} |
+
+`subcloning_report.json` lists, for every tensor, whether it was copied, sliced (with the index source) or
+initialised.
+
+## Citation
+
+```bibtex
+@article{{chen2025transmamba,
+  title={{TransMamba: Fast Universal Architecture Adaption from Transformers to Mamba}},
+  author={{Chen, Xiuwei and others}},
+  journal={{arXiv preprint arXiv:2502.15130}},
+  year={{2025}}
+}}
+```
+"""
+
+
+def teacher_license(source: str) -> str | None:
+    """The teacher card's license (local folder README.md or cached/online Hub card), or None if unknown."""
+    if os.path.isdir(source):
+        source = os.path.join(source, "README.md")
+        if not os.path.isfile(source):
+            return None
+    try:
+        return ModelCard.load(source).data.license
+    except Exception:  # noqa: BLE001 - no card, offline, not cached: the license is simply unknown
+        return None
+
+
+def stage1_card(
+    *,
+    teacher: str,
+    teacher_class: str,
+    base_model: str | None,
+    license: str | None,
+    student_spec: str,
+    config,
+    num_parameters: int,
+    importance: str,
+    data: str | None,
+    summary: dict,
+    repo_id: str | None,
+) -> ModelCard:
+    family = "ViM" if config.use_cls_token else "PlainMamba"
+    tags = ["transmamba", "mamba", "vision", "image-classification", "subcloning", family.lower(), "stage-1"]
+    metadata = ModelCardData(
+        base_model=base_model,
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        license=license,
+        tags=tags,
+        datasets=[data] if data and "/" in data else None,
+    )
+    counts = {status: summary.get(status, {}).get("tensors", 0) for status in ("copied", "sliced", "initialised")}
+    body = BODY.format(
+        title=repo_id.split("/")[-1] if repo_id else f"TransMamba {student_spec} from {base_model or teacher}",
+        family=family,
+        teacher=base_model or teacher,
+        teacher_class=teacher_class,
+        repo=repo_id or "path/to/this/folder",
+        student=student_spec,
+        layers=config.num_hidden_layers,
+        width=config.hidden_size,
+        directions=config.num_directions,
+        params=num_parameters,
+        importance="none (as wide as the teacher)" if importance == "identity" else importance,
+        data=data or "none",
+        **counts,
+    )
+    return ModelCard(f"---\n{metadata.to_yaml()}\n---\n{body}")
