@@ -1,0 +1,124 @@
+"""`DistillationTrainer`: a `transformers.Trainer` that distils a TransMamba student from a frozen teacher."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, Trainer
+
+from .wrapper import DistillationModel, capture_last_hidden_state
+
+README_PLACEHOLDER = """---
+library_name: transformers
+pipeline_tag: image-classification
+tags:
+- transmamba
+- mamba
+- distillation
+---
+
+# TransMamba student
+
+Distilled with `transmamba train` ({distillation}). This card is a placeholder: the model-card step fills in the
+base model, data and measured results.
+"""
+
+
+class DistillationTrainer(Trainer):
+    """Trains a :class:`DistillationModel` (student + calibration MLPs) against ``teacher``.
+
+    The teacher is frozen (eval mode, no grad), moved to the training device and kept on the Trainer, so it is
+    never part of the optimizer or a checkpoint. Checkpoints hold the whole wrapper (student and calibration
+    MLPs), so ``resume_from_checkpoint`` continues exactly; :meth:`save_model` (and :meth:`export_student`)
+    writes a clean student that loads with ``from_pretrained``. Each logged ``loss`` is joined by the loss
+    components averaged over the same logging interval.
+    """
+
+    # compute_loss returns a per-sample mean: the Trainer must divide it by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args: Any, teacher: PreTrainedModel | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.model, DistillationModel):
+            raise ValueError("DistillationTrainer trains a DistillationModel (student + distiller); wrap the student.")
+        if self.model.needs_teacher and teacher is None:
+            raise ValueError("This distillation needs a teacher: pass teacher=... to DistillationTrainer.")
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.eval().requires_grad_(False)
+            teacher.to(self.args.device)
+        self._log_sums: dict[str, torch.Tensor] = {}
+        self._log_steps = 0
+
+    @torch.no_grad()
+    def teacher_outputs(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """Last-layer tokens (the teacher's base model output, after its final norm) and logits, if any."""
+        with capture_last_hidden_state(self.teacher.base_model) as box:
+            out = self.teacher(pixel_values=pixel_values)
+        return {"teacher_tokens": box["last"], "teacher_logits": getattr(out, "logits", None)}
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor | Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        if model.training and self.teacher is not None:
+            inputs = {**inputs, **self.teacher_outputs(inputs["pixel_values"])}
+        outputs = model(**inputs)
+        if model.training and outputs.logs:
+            self._accumulate(outputs.logs)
+        return (outputs.loss, {"logits": outputs.logits}) if return_outputs else outputs.loss
+
+    def _accumulate(self, logs: dict[str, torch.Tensor]) -> None:
+        for key, value in logs.items():
+            self._log_sums[key] = self._log_sums.get(key, 0.0) + value.float()
+        self._log_steps += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the components' means since the last training log to a training log (the one with ``loss``)."""
+        if "loss" in logs and self._log_steps:
+            keys = sorted(self._log_sums)
+            means = torch.stack([self._log_sums[k] for k in keys]) / self._log_steps
+            if self.accelerator.num_processes > 1:
+                means = self.accelerator.reduce(means, reduction="mean")
+            logs.update({k: round(v, 6) for k, v in zip(keys, means.tolist(), strict=True)})
+            self._log_sums, self._log_steps = {}, 0
+        super().log(logs, start_time)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Checkpoints keep the wrapper; the final model (``save_model()``, ``push_to_hub``) is the clean student.
+
+        The Trainer's checkpoint calls are the internal calls that name a folder; ``push_to_hub`` names none.
+        """
+        if _internal_call and output_dir is not None:
+            super().save_model(output_dir, _internal_call=True)
+        else:
+            self.export_student(output_dir)
+
+    def export_student(self, output_dir: str | None = None) -> str:
+        """Write the student alone (code, config, weights; LoRA merged), the image processor and a card stub."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        state = self.accelerator.get_state_dict(self.model)  # collective: gathers FSDP/DeepSpeed shards
+        if self.args.should_save:
+            wrapper = self.accelerator.unwrap_model(self.model)
+            student = wrapper.student
+            if hasattr(student, "merge_and_unload"):  # PEFT: fold the adapters into a copy, save a plain student
+                copy.deepcopy(student).merge_and_unload().save_pretrained(output_dir)
+            else:
+                prefix = "student."
+                weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                student.save_pretrained(output_dir, state_dict=weights)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(output_dir)
+            readme = Path(output_dir, "README.md")
+            if not readme.exists():
+                readme.write_text(README_PLACEHOLDER.format(distillation=type(wrapper.distiller).__name__))
+        self.accelerator.wait_for_everyone()
+        return os.fspath(output_dir)
