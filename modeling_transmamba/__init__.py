@@ -1,8 +1,10 @@
 """TransMamba vision students as `transformers` models, registered with the Auto classes on import."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForImageTextToText
 
+from .configuration_transllava import TransLlavaMambaConfig, TransLlavaMambaTextConfig
 from .configuration_transmamba import PRESETS, TransMambaConfig
+from .modeling_transllava import TransLlavaMambaForConditionalGeneration, TransLlavaMambaModel
 from .modeling_transmamba import (
     TransMambaForImageClassification,
     TransMambaImageClassifierOutput,
@@ -19,9 +21,21 @@ AutoModelForImageClassification.register(TransMambaConfig, TransMambaForImageCla
 TransMambaConfig.register_for_auto_class()
 TransMambaModel.register_for_auto_class("AutoModel")
 TransMambaForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+# TransLlavaMamba (vision-language, Mamba language model), registered the same way.
+AutoConfig.register(TransLlavaMambaConfig.model_type, TransLlavaMambaConfig, exist_ok=True)
+AutoConfig.register(TransLlavaMambaTextConfig.model_type, TransLlavaMambaTextConfig, exist_ok=True)
+AutoModel.register(TransLlavaMambaConfig, TransLlavaMambaModel, exist_ok=True)
+AutoModelForImageTextToText.register(TransLlavaMambaConfig, TransLlavaMambaForConditionalGeneration, exist_ok=True)
+TransLlavaMambaConfig.register_for_auto_class()
+TransLlavaMambaModel.register_for_auto_class("AutoModel")
+TransLlavaMambaForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
 
 __all__ = [
     "PRESETS",
+    "TransLlavaMambaConfig",
+    "TransLlavaMambaForConditionalGeneration",
+    "TransLlavaMambaModel",
+    "TransLlavaMambaTextConfig",
     "TransMambaConfig",
     "TransMambaForImageClassification",
     "TransMambaImageClassifierOutput",
