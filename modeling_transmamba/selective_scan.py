@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -165,6 +166,7 @@ def selective_state_step(
     return out, new_state.reshape(batch, channels, -1)
 
 
+@cache  # resolve_backend runs on every scan call: a failed import must not be retried each time
 def _cuda_scan():
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
@@ -173,6 +175,7 @@ def _cuda_scan():
     return selective_scan_fn
 
 
+@cache
 def _numba_scan():
     try:
         from .selective_scan_numba import selective_scan_numba
