@@ -16,7 +16,13 @@ def planned_upload(folder: Path, repo_id: str, private: bool) -> str:
     return "\n".join(lines)
 
 
-def push_folder(folder: Path, repo_id: str, private: bool, token: str | None = None) -> str:
+def push_folder(
+    folder: Path,
+    repo_id: str,
+    private: bool,
+    token: str | None = None,
+    commit_message: str = "TransMamba stage-1 student",
+) -> str:
     """create_repo + upload_folder; any reason it cannot happen becomes one ValueError that names the fix."""
     keep = f"the converted model is complete in {folder}; push it later with `hf upload {repo_id} {folder}`"
     if constants.HF_HUB_OFFLINE:
@@ -28,9 +34,7 @@ def push_folder(folder: Path, repo_id: str, private: bool, token: str | None = N
         )
     try:
         url = create_repo(repo_id, private=private, exist_ok=True, token=token, repo_type="model")
-        upload_folder(
-            repo_id=repo_id, folder_path=str(folder), token=token, commit_message="TransMamba stage-1 student"
-        )
+        upload_folder(repo_id=repo_id, folder_path=str(folder), token=token, commit_message=commit_message)
     except Exception as error:  # noqa: BLE001 - network, auth and HTTP errors all end in one message
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(f"Cannot push to {repo_id}: {reason}; {keep}.") from None

@@ -69,7 +69,8 @@ class DistillationTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        if model.training and self.teacher is not None:
+        # Batches may carry precomputed teacher outputs (a frozen teacher on a deterministic input pipeline).
+        if model.training and self.teacher is not None and "teacher_tokens" not in inputs:
             inputs = {**inputs, **self.teacher_outputs(inputs["pixel_values"])}
         outputs = model(**inputs)
         if model.training and outputs.logs:

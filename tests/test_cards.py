@@ -1,0 +1,112 @@
+"""The trained student's card: built only from stored results, parses with ModelCard.load, numbers match."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from huggingface_hub import ModelCard
+from transmamba.model_cards.card import RESULTS_FORMAT, RESULTS_NAME, build_card, load_results, write_results
+
+from transmamba.cli import main as cli_main
+
+RESULTS = {
+    "format": RESULTS_FORMAT,
+    "model_name": "trans-pmamba-fashion",
+    "license": "mit",
+    "repo_id": "me/trans-pmamba-fashion",
+    "teacher": {"source": "runs/teacher", "base_model": None, "class": "ViTForImageClassification",
+                "trained_here": True, "steps": 300},
+    "student": {"spec": "pmamba-t,num_hidden_layers=4", "family": "PlainMamba", "parameters": 1234567,
+                "hidden_size": 192, "num_hidden_layers": 4, "num_directions": 4, "image_size": 28, "patch_size": 4},
+    "dataset": {"name": "fashion_mnist", "hub_id": "zalando-datasets/fashion_mnist", "source": "Debian package",
+                "train_split": "train", "eval_split": "test", "train_size": 4000, "eval_size": 1000, "num_labels": 10},
+    "budget": {"steps": 250, "epochs": 2.0, "batch_size": 32, "learning_rate": 0.001, "image_size": 28,
+               "seeds": [0], "distillation": "wsab", "alpha": 0.5},
+    "accuracy": {"teacher": 0.8512, "scratch": 0.7431, "transmamba": 0.8023},
+    "timings": {"teacher": 61.2, "convert": 3.1, "scratch": 90.4, "transmamba": 120.9},
+    "date": "2026-11-24T17:00:00+00:00",
+    "machine": "2 CPU cores, torch 2.13.0+cpu",
+}  # fmt: skip
+
+
+def written(tmp_path, results: dict) -> ModelCard:
+    write_results(tmp_path, results)
+    assert cli_main(["card", str(tmp_path)]) == 0
+    return ModelCard.load(tmp_path / "README.md")
+
+
+def test_card_metadata_and_model_index_equal_the_stored_results(tmp_path):
+    card = written(tmp_path, RESULTS)
+    data = card.data
+    assert data.library_name == "transformers" and data.pipeline_tag == "image-classification"
+    assert data.license == "mit" and data.metrics == ["accuracy"]
+    assert data.datasets == ["zalando-datasets/fashion_mnist"]
+    assert data.base_model is None  # the teacher was trained locally: no Hub id to claim
+    assert {"transmamba", "wsab", "plainmamba"} <= set(data.tags)
+    assert data.model_name == "trans-pmamba-fashion"
+    (result,) = data.eval_results
+    stored = load_results(tmp_path)
+    assert result.metric_value == stored["accuracy"]["transmamba"]
+    assert (result.metric_type, result.dataset_split, result.dataset_type) == (
+        "accuracy",
+        "test",
+        "zalando-datasets/fashion_mnist",
+    )
+    body = card.text
+    for value in RESULTS["accuracy"].values():
+        assert f"| {100 * value:.2f} % |" in body
+    assert "trust_remote_code=True" in body and 'from_pretrained("me/trans-pmamba-fashion"' in body
+    assert "## Limitations" in body and "One seed" in body and "4,000" in body
+
+
+def test_unmeasured_numbers_are_left_out_not_invented(tmp_path):
+    results = copy.deepcopy(RESULTS)
+    results["accuracy"] = {"transmamba": 0.8023, "scratch": None}
+    results["teacher"] = {"source": "facebook/deit-tiny-patch16-224", "base_model": "facebook/deit-tiny-patch16-224"}
+    body = written(tmp_path, results).text
+    table = [line for line in body.splitlines() if line.endswith(" % |")]
+    assert table == ["| **This model**: subcloned + WSAB, 250 steps | 80.23 % |"]
+    assert "Student from scratch" not in body
+    assert ModelCard.load(tmp_path / "README.md").data.base_model == "facebook/deit-tiny-patch16-224"
+
+    results["accuracy"] = {}
+    card = written(tmp_path, results)
+    assert card.data.eval_results is None and " % |" not in card.text
+
+
+def test_card_is_regenerated_from_the_file_not_remembered(tmp_path):
+    written(tmp_path, RESULTS)
+    stored = json.loads((tmp_path / RESULTS_NAME).read_text())
+    stored["accuracy"]["transmamba"] = 0.9
+    (tmp_path / RESULTS_NAME).write_text(json.dumps(stored))
+    assert cli_main(["card", str(tmp_path)]) == 0
+    assert ModelCard.load(tmp_path / "README.md").data.eval_results[0].metric_value == 0.9
+
+
+def test_folder_without_results_is_one_clear_error(tmp_path, capsys):
+    (tmp_path / "README.md").write_text("keep me")
+    assert cli_main(["card", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"has no {RESULTS_NAME}" in err and "transmamba run" in err and "Traceback" not in err
+    assert (tmp_path / "README.md").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.pop("dataset"), "lacks dataset"),
+        (lambda r: r["accuracy"].update(transmamba=80.2), "not a fraction"),
+        (lambda r: r["accuracy"].update(student=0.5), "unknown accuracy"),
+        (lambda r: r.update(format="other/1"), "expected 'transmamba-results/1'"),
+    ],
+)
+def test_bad_results_are_refused(tmp_path, change, message):
+    results = copy.deepcopy(RESULTS)
+    change(results)
+    with pytest.raises(ValueError, match=message):
+        build_card(results)
+    with pytest.raises(ValueError, match=message):
+        write_results(tmp_path, results)
+    assert not (tmp_path / RESULTS_NAME).exists()

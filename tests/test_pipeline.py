@@ -1,0 +1,149 @@
+"""`transmamba run` on a cut-down budget: a real SIGKILL mid-training, a resume that skips finished stages, and a
+model folder that loads in a fresh process (no project, offline) and scores exactly what its card says."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+from huggingface_hub import ModelCard
+from transmamba.model_cards.card import RESULTS_NAME
+
+from transmamba.run import main as run_main
+
+# Tiny but complete: digits (embedded) at 16 px, a 2-layer width-32 ViT teacher, 2-layer PlainMamba students.
+TINY = ["--dataset", "digits", "--train-size", "256", "--eval-size", "96", "--image-size", "16", "--patch-size", "4",
+        "--teacher-width", "32", "--teacher-layers", "2", "--teacher-steps", "30", "--steps", "60",
+        "--save-steps", "10", "--batch-size", "16"]  # fmt: skip
+RESUMED = ["data", "teacher", "convert", "teacher_outputs", "scratch"]
+
+# Runs under `python -I -S` with only the plain site-packages on sys.path (see test_remote_code.py): the folder
+# must carry its own code. It recomputes top-1 on the run's stored evaluation images.
+CHILD = r"""
+import json, sys
+sys.path.append(sys.argv[1])
+try:
+    import transmamba
+except ImportError:
+    pass
+else:
+    raise SystemExit("transmamba is importable in the child: the test would not prove anything")
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForImageClassification, pipeline
+
+model = AutoModelForImageClassification.from_pretrained(sys.argv[2], trust_remote_code=True).eval()
+data = load_file(sys.argv[3])
+with torch.no_grad():
+    predicted = model(pixel_values=data["eval_pixels"]).logits.argmax(-1)
+classifier = pipeline("image-classification", model=sys.argv[2], trust_remote_code=True)
+from PIL import Image
+top = classifier(Image.new("RGB", (8, 8), (255, 255, 255)), top_k=1)
+print(json.dumps({"module": type(model).__module__, "label": top[0]["label"],
+                  "accuracy": round((predicted == data["eval_labels"]).float().mean().item(), 4)}))
+"""
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf_home"),
+        "OMP_NUM_THREADS": "1",
+        "TRANSMAMBA_SCAN_BACKEND": "sequential",  # no numba compile in every fresh process
+    }
+
+
+def _complete_checkpoint(work: Path) -> bool:
+    return any((work / "transmamba" / "checkpoints").glob("checkpoint-*/trainer_state.json"))
+
+
+def test_killed_run_resumes_and_leaves_a_loadable_folder_with_a_true_card(tmp_path):
+    work = tmp_path / "work"
+    command = [sys.executable, "-m", "transmamba.cli", "run", *TINY, "--work-dir", str(work)]
+    env = {**_env(tmp_path), **{k: v for k, v in os.environ.items() if k in ("HOME", "VIRTUAL_ENV")}}
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        deadline = time.monotonic() + 240
+        while not _complete_checkpoint(work) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        assert first.wait() == -signal.SIGKILL, (tmp_path / "first.log").read_text()[-3000:]
+    assert all((work / stage / "stage.json").is_file() for stage in RESUMED)
+    assert not (work / "transmamba" / "stage.json").exists()  # killed mid-training: not marked done
+    assert not (work / "model").exists()
+
+    second = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = second.stdout + second.stderr
+    for stage in RESUMED:
+        assert f"{stage}: done in an earlier run (inputs unchanged), skipped" in log
+    assert "resuming from checkpoint-" in log and "transmamba: done in" in log
+
+    folder = work / "model"
+    results = json.loads((folder / RESULTS_NAME).read_text())
+    assert set(results["accuracy"]) == {"teacher", "scratch", "transmamba"}
+    assert results["dataset"]["name"] == "digits" and results["budget"]["steps"] == 60
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.eval_results[0].metric_value == results["accuracy"]["transmamba"]
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "image-classification"
+    for value in results["accuracy"].values():
+        assert f"| {100 * value:.2f} % |" in card.text
+
+    child = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", CHILD, sysconfig.get_paths()["purelib"], str(folder),
+         str(work / "data" / "pixels.safetensors")],
+        env=_env(tmp_path), capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr[-3000:]
+    loaded = json.loads(child.stdout.strip().splitlines()[-1])
+    assert loaded["module"].startswith("transformers_modules.")
+    assert loaded["label"] in [str(i) for i in range(10)]
+    assert loaded["accuracy"] == results["accuracy"]["transmamba"]  # the folder is the model that was evaluated
+
+
+def test_bad_input_fails_before_any_stage(tmp_path, capsys):
+    work = tmp_path / "work"
+    assert run_main(["--steps", "0", "--work-dir", str(work)]) == 2
+    assert "--steps must be at least 1" in capsys.readouterr().err
+    assert run_main(["--image-size", "30", "--patch-size", "4", "--work-dir", str(work)]) == 2
+    assert "multiple of --patch-size" in capsys.readouterr().err
+    assert run_main(["--dry-run", "--work-dir", str(work)]) == 2
+    assert "pass --push-to-hub" in capsys.readouterr().err
+    assert not work.exists()
+
+
+def test_stage_markers_skip_only_finished_unchanged_stages(tmp_path):
+    from transmamba.stages import Stages
+
+    calls = []
+
+    def work(directory: Path) -> tuple[dict, list[str]]:
+        calls.append(directory.name)
+        (directory / "out.txt").write_text("x")
+        return {"n": len(calls)}, ["out.txt"]
+
+    assert Stages(tmp_path, ["a"]).run("a", "first", {"k": 1}, work) == {"n": 1}
+    assert Stages(tmp_path, ["a"]).run("a", "same inputs", {"k": 1}, work) == {"n": 1}  # replayed, not rerun
+    assert Stages(tmp_path, ["a"]).run("a", "new inputs", {"k": 2}, work) == {"n": 2}
+    (tmp_path / "a" / "out.txt").unlink()
+    assert Stages(tmp_path, ["a"]).run("a", "output gone", {"k": 2}, work) == {"n": 3}
+
+    def killed(directory: Path) -> tuple[dict, list[str]]:
+        (directory / "partial.txt").write_text("half")
+        raise KeyboardInterrupt
+
+    try:
+        Stages(tmp_path, ["b"]).run("b", "dies", {"k": 1}, killed)
+    except KeyboardInterrupt:
+        pass
+    assert not (tmp_path / "b" / "stage.json").exists()
+    Stages(tmp_path, ["b"]).run("b", "resumes with its partial state", {"k": 1}, work)
+    assert (tmp_path / "b" / "partial.txt").exists()  # same inputs: the partial state is kept for resuming
+    assert calls == ["a", "a", "a", "b"]
