@@ -24,7 +24,7 @@ from ..data import load_image_dataset, pixel_batches, processor_for_size
 from ..model_cards.stage1 import stage1_card, teacher_license
 from ..modeling_transmamba import TransMambaConfig
 from .export import REPORT_NAME, check_output, write_model_folder
-from .hub import planned_upload, push_folder
+from .hub import publish
 from .importance import METHODS, NEEDS_DATA, select_indices
 from .student_spec import parse_student_spec, student_config_for
 from .subclone import subclone, summarise
@@ -269,14 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"transmamba convert: error: {error}", file=sys.stderr)
         return 2
-    if args.push_to_hub and args.dry_run:
-        print(planned_upload(output, args.push_to_hub, args.private))
-    elif args.push_to_hub:
-        try:
-            print(f"pushed to {push_folder(output, args.push_to_hub, args.private)}")
-        except ValueError as error:
-            print(f"transmamba convert: error: {error}", file=sys.stderr)
-            return 1
+    if args.push_to_hub:
+        message = "TransMamba stage-1 student"
+        return publish(output, args.push_to_hub, args.private, args.dry_run, "transmamba convert", message)
     return 0
 
 

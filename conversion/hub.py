@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from huggingface_hub import constants, create_repo, get_token, upload_folder
@@ -39,3 +40,18 @@ def push_folder(
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(f"Cannot push to {repo_id}: {reason}; {keep}.") from None
     return str(url)
+
+
+def publish(
+    folder: Path, repo_id: str, private: bool, dry_run: bool, prog: str, commit_message: str = "TransMamba student"
+) -> int:
+    """The ``--push-to-hub``/``--dry-run`` tail of a command: prints the plan or the URL; exit code 1 if it failed."""
+    if dry_run:
+        print(planned_upload(folder, repo_id, private))
+        return 0
+    try:
+        print(f"pushed to {push_folder(folder, repo_id, private, commit_message=commit_message)}")
+    except ValueError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -550,19 +550,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(_summary(results))
     if args.push_to_hub:
-        from .conversion.hub import planned_upload, push_folder
+        from .conversion.hub import publish
 
-        output = Path(results["output"])
-        if args.dry_run:
-            print(planned_upload(output, args.push_to_hub, args.private))
-        else:
-            try:
-                message = "TransMamba student (subcloned + WSAB)"
-                url = push_folder(output, args.push_to_hub, args.private, commit_message=message)
-                print(f"pushed to {url}")
-            except ValueError as error:
-                print(f"transmamba run: error: {error}", file=sys.stderr)
-                return 1
+        message = "TransMamba student (subcloned + WSAB)"
+        return publish(Path(results["output"]), args.push_to_hub, args.private, args.dry_run, "transmamba run", message)
     return 0
 
 
