@@ -27,9 +27,8 @@ from transformers import (
 from transmamba.modeling_transmamba import TransMambaConfig, TransMambaForImageClassification
 
 from .args import DistillationArguments
+from .build import build_trainer
 from .inputs import accuracy, image_transform, num_classes, pick_splits, resolve_columns
-from .trainer import DistillationTrainer
-from .wrapper import DistillationModel, build_distiller
 
 logger = logging.getLogger("transmamba.train")
 LORA_TARGETS = ["in_proj", "out_proj", "fc1", "fc2"]
@@ -160,24 +159,19 @@ def run(args: DistillationArguments, training_args: TrainingArguments, data: Dat
     student = TransMambaForImageClassification.from_pretrained(args.student)
     if args.lora:
         student = add_lora(student, args)
-    distiller = build_distiller(
+    options = {"tau": args.tau, "weighting": args.weighting, "cls_weight": args.cls_weight,
+               "temperature": args.temperature, "feature_metric": args.feature_metric}  # fmt: skip
+    trainer = build_trainer(
+        student,
         args.distillation,
-        student_config,
-        getattr(teacher.config, "hidden_size", 0) if teacher is not None else 0,
-        tau=args.tau,
-        weighting=args.weighting,
-        cls_weight=args.cls_weight,
-        temperature=args.temperature,
-        feature_metric=args.feature_metric,
-    )
-    trainer = DistillationTrainer(
-        model=DistillationModel(student, distiller, args.alpha),
-        args=training_args,
-        train_dataset=train_data,
+        training_args,
+        train_data,
+        alpha=args.alpha,
+        teacher=teacher,
+        distiller_options=options,
         eval_dataset=eval_data,
         processing_class=processor,
         compute_metrics=accuracy,
-        teacher=teacher,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()

@@ -65,11 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--output", type=Path, help="model folder to export (default WORK_DIR/model)")
     add("--train-size", type=int, default=5000, help="training images used (default 5000)")
     add("--eval-size", type=int, default=2000, help="evaluation images (default 2000)")
-    add("--image-size", type=int, default=28, help="image side for the default teacher (default 28)")
+    add("--image-size", type=int, help="image side (default 28 for the built-in teacher, the teacher processor's "
+        "size for --teacher; DINOv2 and ViT teachers interpolate their position embeddings to it)")  # fmt: skip
     add("--patch-size", type=int, default=7, help="patch side of the default teacher (default 7: a 4x4 grid at 28 px)")
     add("--teacher-width", type=int, default=192, help="hidden size of the default teacher (default 192)")
     add("--teacher-layers", type=int, default=4, help="layers of the default teacher (default 4)")
     add("--teacher-steps", type=int, default=300, help="teacher training steps (default 300)")
+    add("--teacher-tune", choices=["all", "head"], default="all", help="what a --teacher without a fitting head "
+        "trains: all weights, or only the new head on its frozen encoder (a linear probe). Default: all")  # fmt: skip
     add("--steps", type=int, default=150, help="training steps of each student (default 150)")
     add("--batch-size", type=int, default=32, help="batch size of every training (default 32)")
     add("--learning-rate", type=float, default=1e-3, help="AdamW learning rate of the students (default 1e-3)")
@@ -167,7 +170,7 @@ def _train(trainer: Trainer, directory: Path) -> float | None:
     return losses[-1] if losses else None
 
 
-def _load_pixels(stages_dir: Path) -> dict[str, torch.Tensor]:
+def load_pixels(stages_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(stages_dir / "data" / DATA_FILE)
 
 
@@ -226,14 +229,14 @@ def _processor(args: argparse.Namespace):
         processor = load_image_processor(args.teacher)
         config = load_teacher_config(args.teacher)
         processor = processor or processor_class(image_mean=[0.5] * 3, image_std=[0.5] * 3)
-        return processor_for_size(processor, default_image_size(config, processor))
-    size = {"height": args.image_size, "width": args.image_size}
+        return processor_for_size(processor, args.image_size or default_image_size(config, processor))
+    size = {"height": args.image_size or 28, "width": args.image_size or 28}
     return processor_class(size=size, image_mean=[0.5] * 3, image_std=[0.5] * 3)
 
 
 def stage_teacher(directory: Path, args: argparse.Namespace, data: dict) -> tuple[dict, list[str]]:
     """Our small ViT trained on the data, or the given teacher with a head for the data's classes."""
-    pixels = _load_pixels(args.work_dir)
+    pixels = load_pixels(args.work_dir)
     id2label = dict(enumerate(data["labels"]))
     label2id = {name: i for i, name in id2label.items()}
     base_model = None
@@ -263,6 +266,8 @@ def stage_teacher(directory: Path, args: argparse.Namespace, data: dict) -> tupl
             args.teacher, id2label=id2label, label2id=label2id, ignore_mismatched_sizes=not fits
         )
         steps = 0 if fits else args.teacher_steps
+        if steps and args.teacher_tune == "head":
+            model.base_model.requires_grad_(False)
     if steps:
         trainer = Trainer(
             model=model,
@@ -279,6 +284,7 @@ def stage_teacher(directory: Path, args: argparse.Namespace, data: dict) -> tupl
         "class": type(model).__name__,
         "trained_here": args.teacher is None,
         "steps": steps,
+        "tuned": ("all" if args.teacher is None else args.teacher_tune) if steps else None,
         "hidden_size": model.config.hidden_size,
         "num_hidden_layers": model.config.num_hidden_layers,
     }
@@ -319,7 +325,7 @@ def stage_teacher_outputs(directory: Path, args: argparse.Namespace) -> tuple[di
     from .trainers.wrapper import capture_last_hidden_state
 
     teacher = AutoModelForImageClassification.from_pretrained(args.work_dir / "teacher" / MODEL).eval().to(_device())
-    pixels = _load_pixels(args.work_dir)["train_pixels"]
+    pixels = load_pixels(args.work_dir)["train_pixels"]
     tokens, logits = [], []
     for start in tqdm(range(0, len(pixels), 256), desc="  teacher forward", leave=False):
         with capture_last_hidden_state(teacher.base_model) as box:
@@ -330,59 +336,103 @@ def stage_teacher_outputs(directory: Path, args: argparse.Namespace) -> tuple[di
     return {"images": len(pixels), "tokens": int(tokens[0].shape[1])}, [OUTPUTS_FILE]
 
 
-def stage_student(directory: Path, args: argparse.Namespace, distillation: str) -> tuple[dict, list[str]]:
-    """Train one student for --steps: ``none`` from standard init (scratch), ``wsab`` from the subclone."""
-    from .modeling_transmamba import TransMambaForImageClassification
-    from .trainers.trainer import DistillationTrainer
-    from .trainers.wrapper import DistillationModel, build_distiller
+def stage_student(
+    directory: Path,
+    args: argparse.Namespace,
+    distillation: str,
+    init: str | None = None,
+    convert_dir: Path | None = None,
+    train_fraction: float = 1.0,
+    eval_every: int = 0,
+) -> tuple[dict, list[str]]:
+    """Train one student for --steps with ``distillation`` against the cached teacher outputs.
 
-    converted = args.work_dir / "convert" / MODEL
-    pixels = _load_pixels(args.work_dir)
-    columns = {"pixel_values": pixels["train_pixels"], "labels": pixels["train_labels"]}
+    ``init``: "subclone" (the converted student) or "scratch" (the same architecture from standard init); by
+    default scratch for ``none`` and subclone otherwise, as the run compares them. ``train_fraction`` keeps the
+    first part of the (seeded, shuffled) training images; ``eval_every`` > 0 also records test top-1 on the way.
+    """
+    from .modeling_transmamba import TransMambaForImageClassification
+    from .trainers.build import build_trainer
+    from .trainers.inputs import accuracy
+
+    init = init or ("scratch" if distillation == "none" else "subclone")
+    converted = convert_dir or args.work_dir / "convert" / MODEL
+    pixels = load_pixels(args.work_dir)
+    keep = max(1, round(train_fraction * len(pixels["train_labels"])))
+    columns = {"pixel_values": pixels["train_pixels"][:keep], "labels": pixels["train_labels"][:keep]}
+    if distillation != "none":
+        cached = load_file(args.work_dir / "teacher_outputs" / OUTPUTS_FILE)
+        columns.update({name: tensor[:keep] for name, tensor in cached.items()})
     torch.manual_seed(args.seed)
-    if distillation == "none":
+    if init == "scratch":
         student = TransMambaForImageClassification(AutoConfig.from_pretrained(converted))
-        teacher = None
     else:
         student = TransMambaForImageClassification.from_pretrained(converted)
+    # The batches carry the teacher's cached outputs; the teacher itself only backs the trainer's checks.
+    teacher = None
+    if distillation != "none":
         teacher = AutoModelForImageClassification.from_pretrained(args.work_dir / "teacher" / MODEL)
-        columns.update(load_file(args.work_dir / "teacher_outputs" / OUTPUTS_FILE))
-    teacher_dim = teacher.config.hidden_size if teacher is not None else 0
-    distiller = build_distiller(distillation, student.config, teacher_dim)
-    trainer = DistillationTrainer(
-        model=DistillationModel(student, distiller, args.alpha if distillation != "none" else 1.0),
-        args=_training_args(directory, args, args.steps, args.learning_rate),
-        train_dataset=TensorColumns(**columns),
-        processing_class=transformers.AutoImageProcessor.from_pretrained(args.work_dir / "data"),
+    training_args = _training_args(directory, args, args.steps, args.learning_rate)
+    evaluation = {}
+    if eval_every:
+        training_args.eval_strategy, training_args.eval_steps = "steps", eval_every
+        training_args.per_device_eval_batch_size = 256
+        evaluation = {
+            "eval_dataset": TensorColumns(pixel_values=pixels["eval_pixels"], labels=pixels["eval_labels"]),
+            "compute_metrics": accuracy,
+        }
+    trainer = build_trainer(
+        student,
+        distillation,
+        training_args,
+        TensorColumns(**columns),
+        alpha=args.alpha,
         teacher=teacher,
+        processing_class=transformers.AutoImageProcessor.from_pretrained(args.work_dir / "data"),
+        **evaluation,
     )
     loss = _train(trainer, directory)
     trainer.save_model(str(directory / MODEL))
     shutil.rmtree(directory / "checkpoints", ignore_errors=True)
-    outputs = {"final_train_loss": loss, "parameters": student.num_parameters(), "class": type(student).__name__}
+    history = [
+        {k: v for k, v in entry.items() if k in ("step", "loss", "task_loss", "distill_loss", "eval_accuracy")}
+        for entry in trainer.state.log_history
+    ]
+    outputs = {
+        "final_train_loss": loss,
+        "parameters": student.num_parameters(),
+        "class": type(student).__name__,
+        "init": init,
+        "distillation": distillation,
+        "train_images": keep,
+        "history": [entry for entry in history if len(entry) > 1],
+    }
     return outputs, [f"{MODEL}/config.json", f"{MODEL}/model.safetensors"]
 
 
 @torch.inference_mode()
+def top1(model_class, folder: Path, pixels: dict[str, torch.Tensor]) -> float:
+    """Top-1 of the model saved in ``folder`` on the stored evaluation images."""
+    model = model_class.from_pretrained(folder).eval().to(_device())
+    images, labels = pixels["eval_pixels"], pixels["eval_labels"]
+    correct = 0
+    for start in tqdm(range(0, len(images), 256), desc=f"  evaluate {folder.parent.name}", leave=False):
+        logits = model(pixel_values=images[start : start + 256].to(_device())).logits
+        correct += (logits.argmax(-1).cpu() == labels[start : start + 256]).sum().item()
+    return round(correct / len(labels), 4)
+
+
 def stage_evaluate(directory: Path, args: argparse.Namespace) -> tuple[dict, list[str]]:
     """Top-1 of the three saved models on the held-out images, each loaded back from its folder."""
     from .modeling_transmamba import TransMambaForImageClassification
 
-    pixels = _load_pixels(args.work_dir)
+    pixels = load_pixels(args.work_dir)
     folders = {
         "teacher": (AutoModelForImageClassification, args.work_dir / "teacher" / MODEL),
         "scratch": (TransMambaForImageClassification, args.work_dir / "scratch" / MODEL),
         "transmamba": (TransMambaForImageClassification, args.work_dir / "transmamba" / MODEL),
     }
-    accuracy = {}
-    for role, (cls, folder) in folders.items():
-        model = cls.from_pretrained(folder).eval().to(_device())
-        correct = 0
-        for start in tqdm(range(0, len(pixels["eval_pixels"]), 256), desc=f"  evaluate {role}", leave=False):
-            logits = model(pixel_values=pixels["eval_pixels"][start : start + 256].to(_device())).logits
-            correct += (logits.argmax(-1).cpu() == pixels["eval_labels"][start : start + 256]).sum().item()
-        accuracy[role] = round(correct / len(pixels["eval_labels"]), 4)
-    return {"accuracy": accuracy}, []
+    return {"accuracy": {role: top1(cls, folder, pixels) for role, (cls, folder) in folders.items()}}, []
 
 
 def stage_export(directory: Path, output: Path, results: dict) -> tuple[dict, list[str]]:
@@ -410,10 +460,11 @@ def stage_export(directory: Path, output: Path, results: dict) -> tuple[dict, li
 def _check(args: argparse.Namespace) -> None:
     """Cheap checks before any stage runs."""
     for name in ("train_size", "eval_size", "steps", "batch_size", "save_steps", "image_size", "patch_size"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
-    if args.teacher is None and args.image_size % args.patch_size:
-        raise ValueError(f"--image-size {args.image_size} must be a multiple of --patch-size {args.patch_size}.")
+    size = args.image_size or 28
+    if args.teacher is None and size % args.patch_size:
+        raise ValueError(f"--image-size {size} must be a multiple of --patch-size {args.patch_size}.")
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}.")
     if args.dry_run and not args.push_to_hub:
@@ -453,7 +504,7 @@ def pipeline(args: argparse.Namespace) -> dict:
         "steps" if args.teacher is None else f"load {args.teacher} (with a head for the data's classes)",
         {**common, "data": h["data"], "teacher": args.teacher, "width": args.teacher_width,
          "layers": args.teacher_layers, "patch": args.patch_size, "steps": args.teacher_steps,
-         "lr": args.teacher_learning_rate, "batch": args.batch_size},
+         "lr": args.teacher_learning_rate, "batch": args.batch_size, "tune": args.teacher_tune},
         lambda d: stage_teacher(d, args, data),
     )  # fmt: skip
     student = stages.run(
@@ -532,7 +583,7 @@ def _teacher_license(teacher: str) -> str | None:
 
 def _summary(results: dict) -> str:
     accuracy = results["accuracy"]
-    names = {"teacher": "teacher (ViT)", "scratch": "student, scratch", "transmamba": "student, TransMamba"}
+    names = {"teacher": "teacher", "scratch": "student, scratch", "transmamba": "student, TransMamba"}
     lines = [f"\ntop-1 on {results['dataset']['eval_size']} {results['dataset']['name']} test images "
              f"({results['budget']['steps']} steps per student):"]  # fmt: skip
     lines += [f"  {names[role]:<20} {100 * value:6.2f} %" for role, value in accuracy.items()]

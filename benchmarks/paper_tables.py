@@ -1,0 +1,291 @@
+"""The paper's claims on a real pretrained teacher: analogues of TransMamba's Tables 2, 5, 6 and Figure 3.
+
+    python benchmarks/paper_tables.py --teacher TEACHER table2     # or table5, table6, figure3, all
+
+TEACHER is any ViT-family folder or Hub id; here the offline DINOv2-S/14 (``../shared/tools/
+offline_dinov2_teacher.py OUT``), exactly as ``facebook/dinov2-small`` would be used online. The run fine-tunes
+a head (and the encoder, ``--teacher-tune all``) on Fashion-MNIST, converts it into PMamba-S / ViM-S students of
+the same width and depth, and trains every student for the same steps on the same cached data with the same
+pipeline code as ``transmamba run`` (``transmamba.run.stage_student``). Every student is a resumable stage
+under ``--work-dir``: rerunning a table trains only what is missing. Results go to ``--out-dir`` as
+``<table>.json`` and ``<table>.md`` (and ``figure3.png``), with the budget and the paper's numbers beside ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForImageClassification
+from transmamba.modeling_transmamba import TransMambaForImageClassification
+
+from transmamba import run as pipeline
+from transmamba.stages import Stages
+
+PAPER = {  # DESIGN.md, "Paper figures" (top-1 %)
+    "table2": "CIFAR-100 PMamba-T 78.55 -> TransPMamba-T 81.20; ImageNet-100 84.48 -> 87.10; ImageNet-1k PMamba-B "
+    "80.06 -> 81.29, ViM-S 80.5 -> 81.01 (300 epochs, DeiT teachers)",
+    "table5": "feature KD < logits KD < WSAB (the paper's ablation order; its Table 5 values are not in DESIGN.md)",
+    "table6": "ImageNet-100, TransPMamba-T with 25/50/75/100 % of the data: 83.20 / 87.02 / 87.10 / 86.96 "
+    "(scratch at 100 %: 84.48)",
+}
+
+
+@dataclass(frozen=True)
+class Student:
+    """One trained student: family (preset), init (subclone/scratch), distillation, data fraction, seed."""
+
+    family: str
+    init: str
+    distillation: str
+    fraction: float = 1.0
+    seed: int = 0
+    curves: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}-{self.init}-{self.distillation}-f{round(100 * self.fraction)}-s{self.seed}"
+
+    @property
+    def label(self) -> str:
+        if self.init == "scratch" and self.distillation == "none":
+            return "scratch"
+        if self.init == "subclone" and self.distillation == "wsab":
+            return "TransMamba (subclone + WSAB)"
+        what = {"none": "task loss only", "wsab": "WSAB", "feature": "feature KD", "logits": "logits KD"}
+        return f"{self.init} + {what[self.distillation]}"
+
+
+def plan(table: str, seeds: list[int]) -> list[Student]:
+    if table in ("table2", "figure3"):
+        pmamba = [Student("pmamba-s", init, distill, seed=seed, curves=True)
+                  for seed in seeds for init, distill in (("scratch", "none"), ("subclone", "wsab"))]  # fmt: skip
+        vim = [Student("vim-s", "scratch", "none"), Student("vim-s", "subclone", "wsab")]
+        return pmamba if table == "figure3" else pmamba + vim
+    if table == "table5":
+        return [
+            Student("pmamba-s", "subclone", "feature"),
+            Student("pmamba-s", "subclone", "logits"),
+            Student("pmamba-s", "subclone", "wsab", curves=True),
+            Student("pmamba-s", "subclone", "none"),
+            Student("pmamba-s", "scratch", "wsab"),
+            Student("pmamba-s", "scratch", "none", curves=True),
+        ]
+    if table == "table6":
+        subsets = [Student("pmamba-s", "subclone", "wsab", fraction) for fraction in (0.25, 0.5, 0.75)]
+        return subsets + [Student("pmamba-s", "subclone", "wsab", curves=True), Student("pmamba-s", "scratch", "none",
+                                                                                         curves=True)]  # fmt: skip
+    raise ValueError(f"unknown table {table!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("table", choices=["table2", "table5", "table6", "figure3", "all"])
+    add("--teacher", required=True, help="ViT-family teacher folder or Hub id (e.g. the offline DINOv2-S/14)")
+    add("--dataset", default="fashion_mnist", help="image-classification data (default fashion_mnist)")
+    add("--work-dir", type=Path, default=Path("paper-tables-work"), help="stage folders (default ./paper-tables-work)")
+    add("--out-dir", type=Path, default=Path(__file__).parent / "experiments", help="where tables and plots go")
+    add("--image-size", type=int, default=56, help="image side (default 56: a 4x4 grid of 14 px patches)")
+    add("--train-size", type=int, default=4000, help="training images (default 4000)")
+    add("--eval-size", type=int, default=1000, help="test images (default 1000)")
+    add("--steps", type=int, default=150, help="steps of every student (default 150)")
+    add("--batch-size", type=int, default=16, help="student batch size (default 16)")
+    add("--learning-rate", type=float, default=5e-4, help="students' AdamW learning rate (default 5e-4, the paper's)")
+    add("--teacher-steps", type=int, default=300, help="teacher fine-tuning steps, batch 32 (default 300)")
+    add("--teacher-learning-rate", type=float, default=1e-4, help="teacher fine-tuning lr (default 1e-4)")
+    add("--teacher-tune", choices=["all", "head"], default="all", help="teacher: fine-tune all or the head only")
+    add("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of table 2 / figure 3 (default 0 1 2)")
+    add("--eval-every", type=int, default=30, help="steps between test evaluations for the curves (default 30)")
+    add("--threads", type=int, default=2, help="torch threads (default 2)")
+    return parser
+
+
+def run_args(args: argparse.Namespace, **overrides) -> argparse.Namespace:
+    """`transmamba run`'s options for the shared stages (seed 0 data and teacher) or one student's stages."""
+    argv = ["--teacher", args.teacher, "--dataset", args.dataset, "--work-dir", str(args.work_dir),
+            "--image-size", str(args.image_size), "--train-size", str(args.train_size),
+            "--eval-size", str(args.eval_size), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+            "--learning-rate", str(args.learning_rate), "--teacher-steps", str(args.teacher_steps),
+            "--teacher-learning-rate", str(args.teacher_learning_rate), "--teacher-tune", args.teacher_tune,
+            "--save-steps", "50"]  # fmt: skip
+    namespace = pipeline.build_parser().parse_args(argv)
+    namespace.work_dir = args.work_dir.absolute()
+    return argparse.Namespace(**{**vars(namespace), **overrides})
+
+
+def train_students(args: argparse.Namespace, students: list[Student]) -> tuple[dict, dict[Student, dict]]:
+    """Shared stages (data, teacher, cached teacher outputs), then one convert + one training stage per student."""
+    shared = run_args(args)
+    batch = dict(shared.__dict__, batch_size=32)  # the teacher fine-tunes at batch 32
+    converts = sorted({(s.family, s.seed) for s in students})  # scratch students take the converted config
+    names = ["data", "teacher", "teacher_outputs"] + [f"convert-{f}-s{seed}" for f, seed in converts]
+    names += [s.name for s in students]
+    stages = Stages(shared.work_dir, names)
+    data = stages.run("data", "load, subset and preprocess the data once", {"args": _inputs(shared, "data")},
+                      lambda d: pipeline.stage_data(d, shared, args.dataset))  # fmt: skip
+    teacher = stages.run(
+        "teacher",
+        f"fine-tune {args.teacher} ({args.teacher_tune}) on the data for {args.teacher_steps} steps",
+        {"data": stages.hashes["data"], "args": _inputs(shared, "teacher")},
+        lambda d: _teacher_stage(d, argparse.Namespace(**batch), data, shared),
+    )
+    stages.run("teacher_outputs", "cache the frozen teacher's tokens and logits on the training images",
+               {"teacher": stages.hashes["teacher"]}, lambda d: pipeline.stage_teacher_outputs(d, shared))  # fmt: skip
+    for family, seed in converts:
+        one = run_args(args, student=family, seed=seed)
+        stages.run(f"convert-{family}-s{seed}", f"subclone the teacher into {family} (seed {seed})",
+                   {"teacher": stages.hashes["teacher"], "family": family, "seed": seed},
+                   lambda d, one=one: pipeline.stage_convert(d, one, teacher))  # fmt: skip
+    results = {}
+    for student in students:
+        one = run_args(args, seed=student.seed)
+        convert_dir = shared.work_dir / f"convert-{student.family}-s{student.seed}" / pipeline.MODEL
+        inputs = {"convert": stages.hashes[f"convert-{student.family}-s{student.seed}"],
+                  "outputs": stages.hashes["teacher_outputs"], "student": student.__dict__,
+                  "budget": _inputs(one, "student"), "eval_every": args.eval_every}  # fmt: skip
+
+        def work(directory: Path, student=student, one=one, convert_dir=convert_dir) -> tuple[dict, list[str]]:
+            outputs, files = pipeline.stage_student(
+                directory, one, student.distillation, student.init, convert_dir, student.fraction,
+                args.eval_every if student.curves else 0,
+            )  # fmt: skip
+            pixels = pipeline.load_pixels(shared.work_dir)
+            outputs["top1"] = pipeline.top1(TransMambaForImageClassification, directory / pipeline.MODEL, pixels)
+            return outputs, files
+
+        results[student] = stages.run(student.name, f"train {student.label} ({student.family})", inputs, work)
+    return {"data": data, "teacher": teacher, "seconds": dict(stages.seconds)}, results
+
+
+def _inputs(args: argparse.Namespace, stage: str) -> dict:
+    """The options a stage depends on (its hash): a changed budget retrains, a changed table does not."""
+    keys = {
+        "data": ("dataset", "train_size", "eval_size", "image_size", "teacher", "seed"),
+        "teacher": ("teacher", "teacher_steps", "teacher_learning_rate", "teacher_tune", "seed"),
+        "student": ("steps", "batch_size", "learning_rate", "alpha", "seed"),
+    }[stage]
+    return {key: getattr(args, key) for key in keys}
+
+
+def _teacher_stage(directory: Path, batch_args: argparse.Namespace, data: dict, shared: argparse.Namespace):
+    outputs, files = pipeline.stage_teacher(directory, batch_args, data)
+    pixels = pipeline.load_pixels(shared.work_dir)
+    outputs["top1"] = pipeline.top1(AutoModelForImageClassification, directory / pipeline.MODEL, pixels)
+    return outputs, files
+
+
+# --- tables ------------------------------------------------------------------------------------------------------
+
+
+def _mean_std(values: list[float]) -> str:
+    values = [100 * v for v in values]
+    if len(values) == 1:
+        return f"{values[0]:.2f} (1 seed)"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} ({len(values)} seeds)"
+
+
+def _rows(results: dict[Student, dict], key) -> list[tuple[str, list[float]]]:
+    groups: dict[str, list[float]] = {}
+    for student, outputs in results.items():
+        groups.setdefault(key(student), []).append(outputs["top1"])
+    return list(groups.items())
+
+
+def table_markdown(table: str, shared: dict, results: dict[Student, dict], args: argparse.Namespace) -> str:
+    if table == "table6":
+        key = lambda s: f"{s.label}, {round(100 * s.fraction)} % of the data"  # noqa: E731
+    else:
+        key = lambda s: f"{s.family}: {s.label}"  # noqa: E731
+    lines = [f"| student | top-1 % ({shared['data']['eval_size']} test images) |", "|---|---|"]
+    lines += [f"| {name} | {_mean_std(values)} |" for name, values in _rows(results, key)]
+    lines.append(f"| teacher ({shared['teacher']['class']}, fine-tuned here) | {100 * shared['teacher']['top1']:.2f} |")
+    return "\n".join(lines)
+
+
+def budget(args: argparse.Namespace, shared: dict) -> dict:
+    return {
+        "teacher": args.teacher,
+        "teacher_tuning": f"{args.teacher_tune}, {args.teacher_steps} steps, batch 32, lr {args.teacher_learning_rate}",
+        "data": f"{shared['data']['name']} ({shared['data']['source']}): {shared['data']['train_size']} train / "
+        f"{shared['data']['eval_size']} test images at {args.image_size} px",
+        "students": f"{args.steps} steps, batch {args.batch_size}, AdamW lr {args.learning_rate}, cosine, "
+        f"alpha 0.5, teacher outputs cached",
+        "seeds": args.seeds,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}",
+    }
+
+
+def figure3(results: dict[Student, dict], path: Path) -> None:
+    """Training cross-entropy and test top-1 over steps, scratch vs TransMamba (one thin line per seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    colors = {"scratch": "tab:gray", "TransMamba (subclone + WSAB)": "tab:red"}
+    for student, outputs in results.items():
+        if student.family != "pmamba-s" or student.label not in colors or not student.curves:
+            continue
+        history = outputs["history"]
+        label = f"{student.label}, seed {student.seed}"
+        train = [(h["step"], h["task_loss"]) for h in history if "task_loss" in h]
+        evals = [(h["step"], 100 * h["eval_accuracy"]) for h in history if "eval_accuracy" in h]
+        loss_axis.plot(*zip(*train, strict=True), color=colors[student.label], alpha=0.8, label=label)
+        accuracy_axis.plot(*zip(*evals, strict=True), marker="o", color=colors[student.label], alpha=0.8, label=label)
+    loss_axis.set(xlabel="step", ylabel="training cross-entropy (task loss)", title="Loss")
+    accuracy_axis.set(xlabel="step", ylabel="test top-1 (%)", title="Accuracy")
+    for axis in (loss_axis, accuracy_axis):
+        axis.grid(alpha=0.3)
+    accuracy_axis.legend(fontsize=7)
+    figure.suptitle("PMamba-S on Fashion-MNIST: scratch vs TransMamba (DINOv2-S/14 teacher)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    tables = ["table2", "table5", "table6", "figure3"] if args.table == "all" else [args.table]
+    for table in tables:
+        shared, results = train_students(args, plan(table, args.seeds))
+        record = {
+            "table": table,
+            "budget": budget(args, shared),
+            "paper": PAPER.get(table),
+            "teacher_top1": shared["teacher"]["top1"],
+            "students": [
+                {
+                    **student.__dict__,
+                    "label": student.label,
+                    "top1": outputs["top1"],
+                    "seconds": shared["seconds"].get(student.name),
+                    "history": outputs["history"],
+                }
+                for student, outputs in results.items()
+            ],  # fmt: skip
+        }
+        (args.out_dir / f"{table}.json").write_text(json.dumps(record, indent=1) + "\n")
+        if table == "figure3":
+            figure3(results, args.out_dir / "figure3.png")
+            print(f"wrote {args.out_dir / 'figure3.png'}")
+            continue
+        markdown = table_markdown(table, shared, results, args)
+        (args.out_dir / f"{table}.md").write_text(markdown + f"\n\nPaper: {PAPER[table]}\n")
+        print(f"\n{table}:\n{markdown}\npaper: {PAPER[table]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
