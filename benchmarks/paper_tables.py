@@ -140,7 +140,9 @@ def train_students(args: argparse.Namespace, students: list[Student]) -> tuple[d
     stages.run("teacher_outputs", "cache the frozen teacher's tokens and logits on the training images",
                {"teacher": stages.hashes["teacher"]}, lambda d: pipeline.stage_teacher_outputs(d, shared))  # fmt: skip
     for family, seed in converts:
-        one = run_args(args, student=family, seed=seed)
+        # The preset's architecture at the teacher's width and depth (PMamba-S / ViM-S for DINOv2-S).
+        shape = f"{family},hidden_size={teacher['hidden_size']},num_hidden_layers={teacher['num_hidden_layers']}"
+        one = run_args(args, student=shape, seed=seed)
         stages.run(f"convert-{family}-s{seed}", f"subclone the teacher into {family} (seed {seed})",
                    {"teacher": stages.hashes["teacher"], "family": family, "seed": seed},
                    lambda d, one=one: pipeline.stage_convert(d, one, teacher))  # fmt: skip
