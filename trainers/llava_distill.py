@@ -15,6 +15,10 @@ The wrapper computes everything trainable inside ``forward`` (DDP rule); the Tra
 teacher's outputs through :meth:`LlavaDistillationModel.teacher_outputs`. Only the answer positions' logits are
 ever materialised, for teacher and student: full-sequence logits of a 32k vocabulary over 600 tokens would
 dominate memory.
+
+Each micro-batch's loss is a mean over its own tokens, so with gradient accumulation micro-batches weigh equally
+(as the image trainer's per-sample means do): exact when they hold equally many answer tokens, a reweighting of
+tokens otherwise.
 """
 
 from __future__ import annotations

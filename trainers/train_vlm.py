@@ -104,7 +104,7 @@ def run(args: VlmDistillationArguments, training_args: TrainingArguments, data: 
     encoder = LlavaConversationEncoder(processor, args.image_column, column)
     collator = LlavaCollator(pad_token_id(processor.tokenizer))
     train_data, eval_data = train_data.with_transform(encoder), eval_data.with_transform(encoder)
-    teacher = AutoModelForImageTextToText.from_pretrained(args.teacher, dtype=torch.float32)
+    teacher = AutoModelForImageTextToText.from_pretrained(args.teacher, dtype="auto")  # frozen: its saved dtype
     student = TransLlavaMambaForConditionalGeneration.from_pretrained(args.student, dtype=torch.float32)
     student.model.vision_tower.requires_grad_(args.train_vision_tower)
     model = LlavaDistillationModel(
