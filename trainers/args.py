@@ -58,3 +58,43 @@ class DistillationArguments:
         default=None,
         metadata={"help": "Split to evaluate on (default: 'validation' or 'test'; none -> 10%% of the train split)."},
     )
+
+
+@dataclass
+class VlmDistillationArguments:
+    teacher: str = field(
+        metadata={"help": "Teacher: a Hub id or folder of a LLaVA model (LlavaForConditionalGeneration + processor)."}
+    )
+    student: str = field(
+        metadata={"help": "Student: a Hub id or folder of a TransLlavaMamba model (subcloned from the teacher)."}
+    )
+    dataset: str = field(
+        default="default",
+        metadata={
+            "help": "Image-text data in LLaVA conversation format: 'default' (offline: Fashion-MNIST or digits "
+            "turned into questions and answers), 'fashion_mnist', 'digits', a save_to_disk folder, or a Hub id."
+        },
+    )
+    alpha: float = field(default=0.5, metadata={"help": "L = alpha * CE(answers) + (1 - alpha) * L_distill."})
+    temperature: float = field(default=2.0, metadata={"help": "Logits KD temperature T (KL on answer tokens)."})
+    feature_weight: float = field(
+        default=1.0, metadata={"help": "L_distill = KD + feature_weight * layer-wise feature loss (0: logits only)."}
+    )
+    feature_metric: str = field(
+        default="cosine",
+        metadata={"help": "Layer-wise feature loss: 'cosine' (1 - cos) or 'mse'.", "choices": ["cosine", "mse"]},
+    )
+    train_vision_tower: bool = field(
+        default=False, metadata={"help": "Also train the vision tower (frozen by default, as LLaVA does)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation rows."})
+    image_column: str = field(default="image", metadata={"help": "Column holding the images."})
+    conversation_column: str | None = field(
+        default=None, metadata={"help": "Column holding the conversations (default: 'conversations' or 'messages')."}
+    )
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    eval_split: str | None = field(
+        default=None,
+        metadata={"help": "Split to evaluate on (default: 'validation' or 'test'; none -> 10%% of the train split)."},
+    )

@@ -45,6 +45,8 @@ def build_parser() -> HfArgumentParser:
 
 def load_student_config(name: str) -> TransMambaConfig:
     config = AutoConfig.from_pretrained(name)
+    if config.model_type == "transllava_mamba":
+        raise ValueError(f"--student {name!r} is a TransLlavaMamba (vision-language): use `transmamba train-vlm`.")
     if not isinstance(config, TransMambaConfig):
         raise ValueError(
             f"--student {name!r} is a {config.model_type!r} model, not a TransMamba model; convert the teacher "

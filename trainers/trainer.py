@@ -15,7 +15,7 @@ from .wrapper import DistillationModel, capture_last_hidden_state
 
 README_PLACEHOLDER = """---
 library_name: transformers
-pipeline_tag: image-classification
+pipeline_tag: {pipeline_tag}
 tags:
 - transmamba
 - mamba
@@ -70,8 +70,11 @@ class DistillationTrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         # Batches may carry precomputed teacher outputs (a frozen teacher on a deterministic input pipeline).
-        if model.training and self.teacher is not None and "teacher_tokens" not in inputs:
-            inputs = {**inputs, **self.teacher_outputs(inputs["pixel_values"])}
+        if model.training and self.teacher is not None and not any(k.startswith("teacher_") for k in inputs):
+            # A wrapper that knows its teacher's inputs (e.g. the VLM one) fetches the outputs it needs itself.
+            hook = getattr(self.accelerator.unwrap_model(model), "teacher_outputs", None)
+            extra = hook(self.teacher, inputs) if hook is not None else self.teacher_outputs(inputs["pixel_values"])
+            inputs = {**inputs, **extra}
         outputs = model(**inputs)
         if model.training and outputs.logs:
             self._accumulate(outputs.logs)
@@ -120,6 +123,11 @@ class DistillationTrainer(Trainer):
                 self.processing_class.save_pretrained(output_dir)
             readme = Path(output_dir, "README.md")
             if not readme.exists():
-                readme.write_text(README_PLACEHOLDER.format(distillation=type(wrapper.distiller).__name__))
+                readme.write_text(
+                    README_PLACEHOLDER.format(
+                        distillation=type(wrapper.distiller).__name__,
+                        pipeline_tag=getattr(wrapper, "pipeline_tag", "image-classification"),
+                    )
+                )
         self.accelerator.wait_for_everyone()
         return os.fspath(output_dir)
