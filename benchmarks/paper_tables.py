@@ -96,14 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--image-size", type=int, default=56, help="image side (default 56: a 4x4 grid of 14 px patches)")
     add("--train-size", type=int, default=4000, help="training images (default 4000)")
     add("--eval-size", type=int, default=1000, help="test images (default 1000)")
-    add("--steps", type=int, default=150, help="steps of every student (default 150)")
+    add("--steps", type=int, default=100, help="steps of every student (default 100)")
     add("--batch-size", type=int, default=16, help="student batch size (default 16)")
     add("--learning-rate", type=float, default=5e-4, help="students' AdamW learning rate (default 5e-4, the paper's)")
     add("--teacher-steps", type=int, default=300, help="teacher fine-tuning steps, batch 32 (default 300)")
     add("--teacher-learning-rate", type=float, default=1e-4, help="teacher fine-tuning lr (default 1e-4)")
     add("--teacher-tune", choices=["all", "head"], default="all", help="teacher: fine-tune all or the head only")
     add("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of table 2 / figure 3 (default 0 1 2)")
-    add("--eval-every", type=int, default=30, help="steps between test evaluations for the curves (default 30)")
+    add("--eval-every", type=int, default=20, help="steps between test evaluations for the curves (default 20)")
+    add("--curve-eval-size", type=int, default=250, help="test images of those evaluations (default 250; the "
+        "final top-1 uses all --eval-size)")  # fmt: skip
     add("--threads", type=int, default=2, help="torch threads (default 2)")
     return parser
 
@@ -152,12 +154,12 @@ def train_students(args: argparse.Namespace, students: list[Student]) -> tuple[d
         convert_dir = shared.work_dir / f"convert-{student.family}-s{student.seed}" / pipeline.MODEL
         inputs = {"convert": stages.hashes[f"convert-{student.family}-s{student.seed}"],
                   "outputs": stages.hashes["teacher_outputs"], "student": student.__dict__,
-                  "budget": _inputs(one, "student"), "eval_every": args.eval_every}  # fmt: skip
+                  "budget": _inputs(one, "student"), "curves": [args.eval_every, args.curve_eval_size]}  # fmt: skip
 
         def work(directory: Path, student=student, one=one, convert_dir=convert_dir) -> tuple[dict, list[str]]:
             outputs, files = pipeline.stage_student(
                 directory, one, student.distillation, student.init, convert_dir, student.fraction,
-                args.eval_every if student.curves else 0,
+                args.eval_every if student.curves else 0, args.curve_eval_size,
             )  # fmt: skip
             pixels = pipeline.load_pixels(shared.work_dir)
             outputs["top1"] = pipeline.top1(TransMambaForImageClassification, directory / pipeline.MODEL, pixels)
@@ -227,7 +229,7 @@ def budget(args: argparse.Namespace, shared: dict) -> dict:
     }
 
 
-def figure3(results: dict[Student, dict], path: Path) -> None:
+def figure3(results: dict[Student, dict], path: Path, eval_images: int) -> None:
     """Training cross-entropy and test top-1 over steps, scratch vs TransMamba (one thin line per seed)."""
     import matplotlib
 
@@ -246,7 +248,7 @@ def figure3(results: dict[Student, dict], path: Path) -> None:
         loss_axis.plot(*zip(*train, strict=True), color=colors[student.label], alpha=0.8, label=label)
         accuracy_axis.plot(*zip(*evals, strict=True), marker="o", color=colors[student.label], alpha=0.8, label=label)
     loss_axis.set(xlabel="step", ylabel="training cross-entropy (task loss)", title="Loss")
-    accuracy_axis.set(xlabel="step", ylabel="test top-1 (%)", title="Accuracy")
+    accuracy_axis.set(xlabel="step", ylabel=f"top-1 (%) on {eval_images} test images", title="Accuracy")
     for axis in (loss_axis, accuracy_axis):
         axis.grid(alpha=0.3)
     accuracy_axis.legend(fontsize=7)
@@ -280,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         (args.out_dir / f"{table}.json").write_text(json.dumps(record, indent=1) + "\n")
         if table == "figure3":
-            figure3(results, args.out_dir / "figure3.png")
+            figure3(results, args.out_dir / "figure3.png", args.curve_eval_size)
             print(f"wrote {args.out_dir / 'figure3.png'}")
             continue
         markdown = table_markdown(table, shared, results, args)

@@ -344,12 +344,14 @@ def stage_student(
     convert_dir: Path | None = None,
     train_fraction: float = 1.0,
     eval_every: int = 0,
+    eval_images: int | None = None,
 ) -> tuple[dict, list[str]]:
     """Train one student for --steps with ``distillation`` against the cached teacher outputs.
 
     ``init``: "subclone" (the converted student) or "scratch" (the same architecture from standard init); by
     default scratch for ``none`` and subclone otherwise, as the run compares them. ``train_fraction`` keeps the
-    first part of the (seeded, shuffled) training images; ``eval_every`` > 0 also records test top-1 on the way.
+    first part of the (seeded, shuffled) training images; ``eval_every`` > 0 also records test top-1 on the way
+    (on the first ``eval_images`` test images, default all).
     """
     from .modeling_transmamba import TransMambaForImageClassification
     from .trainers.build import build_trainer
@@ -378,7 +380,9 @@ def stage_student(
         training_args.eval_strategy, training_args.eval_steps = "steps", eval_every
         training_args.per_device_eval_batch_size = 256
         evaluation = {
-            "eval_dataset": TensorColumns(pixel_values=pixels["eval_pixels"], labels=pixels["eval_labels"]),
+            "eval_dataset": TensorColumns(
+                pixel_values=pixels["eval_pixels"][:eval_images], labels=pixels["eval_labels"][:eval_images]
+            ),
             "compute_metrics": accuracy,
         }
     trainer = build_trainer(
