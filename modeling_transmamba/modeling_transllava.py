@@ -13,11 +13,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
 from .configuration_transllava import TransLlavaMambaConfig
-from .mamba_lm import TransLlavaMambaCache, TransLlavaMambaLanguageModel, TransLlavaMambaMixer
+from .mamba_lm import TransLlavaMambaCache, TransLlavaMambaLanguageModel, TransLlavaMambaMixer, TransLlavaMambaRMSNorm
 
 
 @dataclass
@@ -67,6 +68,8 @@ class TransLlavaMambaPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, TransLlavaMambaMixer):
             module.reset_ssm_parameters()
+        elif isinstance(module, TransLlavaMambaRMSNorm) and module.offset:
+            init.zeros_(module.weight)  # scale = offset + weight = 1
 
 
 class TransLlavaMambaModel(TransLlavaMambaPreTrainedModel):
@@ -233,6 +236,9 @@ class TransLlavaMambaForConditionalGeneration(TransLlavaMambaPreTrainedModel, Ge
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
+        cap = self.config.text_config.final_logit_softcapping
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
