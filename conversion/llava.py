@@ -20,7 +20,14 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForImageTextToText, MambaForCausalLM, PretrainedConfig
+from transformers import (
+    AutoConfig,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+    MambaForCausalLM,
+    PretrainedConfig,
+)
 from transmamba.modeling_transmamba import TransLlavaMambaConfig, TransLlavaMambaForConditionalGeneration
 
 from .importance import _energy, top_indices
@@ -76,6 +83,16 @@ def check_teacher(config: PretrainedConfig) -> None:
             f"The teacher's language model is {text_type!r}; subcloning supports LLaMA-shaped text models "
             f"({', '.join(LLAMA_LIKE)}) and Gemma-3 ({', '.join(GEMMA_LIKE)})."
         )
+
+
+def load_processor(source: str | Path):
+    """The teacher's processor (LlavaProcessor: tokenizer + image processor), else its tokenizer, else None."""
+    for loader in (AutoProcessor, AutoTokenizer):
+        try:
+            return loader.from_pretrained(source)
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+    return None
 
 
 def parse_student(spec: str) -> dict:
