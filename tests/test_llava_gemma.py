@@ -4,17 +4,26 @@ heads, tied head); narrower language models keep the strongest residual channels
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import rel_err
+from PIL import Image
+from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoModelForImageTextToText,
+    AutoProcessor,
     CLIPVisionConfig,
+    Dinov2Config,
+    Dinov2Model,
     Gemma3Config,
+    Gemma3ForCausalLM,
     Gemma3TextConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    PreTrainedTokenizerFast,
 )
+from transmamba.conversion.compose_gemma_llava import compose
 from transmamba.conversion.llava import parse_student, residual_importance, subclone_llava
 from transmamba.modeling_transmamba import TransLlavaMambaForConditionalGeneration
 
@@ -245,3 +254,37 @@ def test_fresh_gemma_shaped_student_starts_with_unit_norm_gains(teacher_dir):
     fresh = TransLlavaMambaForConditionalGeneration(student.config)
     norm = fresh.model.language_model.layers[0].pre_feedforward_layernorm
     assert norm.offset == 1.0 and not norm.weight.any()  # gain = offset + weight = 1
+
+
+def test_compose_joins_a_vision_tower_and_a_gemma_lm_into_a_llava_teacher(tmp_path):
+    """The offline recipe (DINOv2 + Gemma-3 270M) on tiny random parts: the composed LLaVA reproduces the language
+    model exactly on text, carries the vision tower unchanged, and converts."""
+    vision = Dinov2Model(Dinov2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, image_size=28,
+                                      patch_size=7, intermediate_size=32))  # fmt: skip
+    vision.save_pretrained(tmp_path / "vision")
+    language = Gemma3ForCausalLM(gemma_text()).eval()
+    language.save_pretrained(tmp_path / "gemma")
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "The": 4, "capital": 5, "<unused0>": 6, "is": 7}
+    word_level = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=word_level, unk_token="<unk>", extra_special_tokens={"image_token": "<unused0>"}
+    )  # a special token splits from its neighbours, as Gemma's <unusedN> do
+    tokenizer.save_pretrained(tmp_path / "gemma")
+    summary = compose(tmp_path / "vision", tmp_path / "gemma", tmp_path / "llava", image_size=14)
+    assert summary["text_only_logits_rel_err_vs_language_model"] == 0.0 and summary["image_tokens_per_image"] == 4
+    assert (tmp_path / "llava" / "NOTICE").is_file()
+    teacher = LlavaForConditionalGeneration.from_pretrained(tmp_path / "llava").eval()
+    assert teacher.config.image_token_id == 6
+    for key, value in vision.state_dict().items():
+        assert torch.equal(teacher.model.vision_tower.state_dict()[key], value), key
+    processor = AutoProcessor.from_pretrained(tmp_path / "llava")
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8))
+    inputs = processor(images=image, text="The <unused0> is", return_tensors="pt")
+    assert inputs["input_ids"].tolist() == [[4, 6, 6, 6, 6, 7]] and inputs["pixel_values"].shape[-1] == 14
+    with torch.no_grad():
+        assert teacher(**inputs).logits.shape == (1, 6, 64)
+    student, report = subclone_llava(tmp_path / "llava", num_layers=1)
+    assert report["teacher_text_model"] == "gemma3_text" and student(**inputs).logits.shape == (1, 6, 64)
+    with pytest.raises(ValueError, match="already exists"):
+        compose(tmp_path / "vision", tmp_path / "gemma", tmp_path / "llava")
