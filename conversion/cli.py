@@ -22,7 +22,7 @@ from transformers.image_utils import (
 )
 
 from ..data import load_image_dataset, pixel_batches, processor_for_size
-from ..model_cards.stage1 import stage1_card, stage1_vlm_card, teacher_license
+from ..model_cards.stage1 import GEMMA_NOTICE, stage1_card, stage1_vlm_card, teacher_license
 from ..modeling_transmamba import TransMambaConfig
 from .export import REPORT_NAME, check_output, write_model_folder
 from .hub import publish
@@ -342,7 +342,8 @@ def convert_llava(args: argparse.Namespace) -> Path:
         repo_id=args.push_to_hub,
     )
     report["seconds_before_write"] = round(time.perf_counter() - started, 2)
-    output = write_model_folder(args.output, student, processor, report, card, args.overwrite)
+    notice = {"NOTICE": GEMMA_NOTICE} if subclone_report["teacher_text_model"].startswith("gemma") else None
+    output = write_model_folder(args.output, student, processor, report, card, args.overwrite, notice)
     print(
         f"wrote {output} in {time.perf_counter() - started:.1f}s: {text.num_hidden_layers} Mamba layers, width "
         f"{text.hidden_size}, {student.num_parameters():,} params; SSM init: {subclone_report['ssm_init']}; details "

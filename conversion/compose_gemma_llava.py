@@ -31,9 +31,7 @@ from transformers import (
 )
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-GEMMA_NOTICE = """This model contains a language model derived from Gemma 3 (Google). Gemma is provided under and
-subject to the Gemma Terms of Use found at https://ai.google.dev/gemma/terms; use of this model is subject to them.
-"""
+from ..model_cards.stage1 import GEMMA_NOTICE
 
 
 def packaged_gemma_gguf() -> Path:

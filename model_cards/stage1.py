@@ -157,9 +157,8 @@ The modeling code ships in this repository (pure PyTorch; uses the `mamba_ssm` C
 ```
 """
 
-GEMMA_NOTICE = """
-The language model is derived from Gemma; the [Gemma Terms of Use](https://ai.google.dev/gemma/terms) apply to
-this model.
+GEMMA_NOTICE = """Gemma is provided under and subject to the Gemma Terms of Use found at https://ai.google.dev/gemma/terms.
+This model's language model is derived from Gemma 3; its use is subject to those terms.
 """
 
 
@@ -202,6 +201,6 @@ def stage1_vlm_card(
         ssm_init=report["ssm_init"],
         conv_init=report["conv_init"],
         out_proj=report["out_proj_from_o_proj"],
-        notice=GEMMA_NOTICE if gemma else "",
+        notice=f"\n{GEMMA_NOTICE}(See `NOTICE`.)\n" if gemma else "",
     )
     return ModelCard(f"---\n{metadata.to_yaml()}\n---\n{body}")

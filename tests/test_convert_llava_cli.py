@@ -79,6 +79,7 @@ def test_llava_teacher_converts_into_a_hub_ready_folder(llama_teacher, tmp_path,
     assert "SSM init: attention-informed" in capsys.readouterr().out
     files = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "README.md", REPORT_NAME, "mamba_lm.py", "tokenizer.json"} <= files
+    assert "NOTICE" not in files  # a LLaMA teacher: no Gemma terms
     report = json.loads((out / REPORT_NAME).read_text())
     assert report["ssm_init"].startswith("attention-informed") and report["conv_init"].startswith("identity")
     assert report["student"]["num_hidden_layers"] == 2 and report["cross_mamba_layers"] == [1]
@@ -113,6 +114,7 @@ def test_gemma_teacher_narrower_student_dry_run(gemma_teacher, tmp_path, capsys,
     assert report["ssm_init"].startswith("standard Mamba")
     card = ModelCard.load(out / "README.md")
     assert card.data.license == "gemma" and "Gemma Terms of Use" in card.text
+    assert "Gemma Terms of Use" in (out / "NOTICE").read_text()
     assert AutoModelForImageTextToText.from_pretrained(out).config.text_config.hidden_size == 12
 
 
