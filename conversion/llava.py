@@ -417,7 +417,11 @@ def subclone_llava(
         hidden_size, mixer_size,
     )  # fmt: skip
     if ssm_from is not None:
-        _check_ssm_source(AutoConfig.from_pretrained(ssm_from), config)
+        try:
+            ssm_config = AutoConfig.from_pretrained(ssm_from)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"Cannot read the Mamba checkpoint ssm_from={str(ssm_from)!r}: {error}") from None
+        _check_ssm_source(ssm_config, config)
     teacher = AutoModelForImageTextToText.from_pretrained(teacher_dir, dtype=torch.float32).eval()
     student = TransLlavaMambaForConditionalGeneration(config).eval()
     depth, width = config.text_config.num_hidden_layers, config.text_config.hidden_size

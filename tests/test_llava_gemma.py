@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import rel_err
 from PIL import Image
+from test_transllava_conversion import tiny_llava
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoModelForImageTextToText,
@@ -146,6 +147,10 @@ def test_mixer_as_wide_as_the_attention_takes_o_proj_one_to_one(teacher_dir):
     assert mixer.inner == HEADS * HEAD_DIM and mixer.in_proj.out_features == 2 * HEADS * HEAD_DIM
     assert torch.equal(mixer.out_proj.weight, teacher.model.language_model.layers[0].self_attn.o_proj.weight)
     assert report["out_proj_from_o_proj"] == "o_proj input width 24 -> mixer width 24 (equal)"
+    narrow, report = subclone_llava(teacher_dir, num_layers=1, mixer_size=20, state_size=4)
+    o_proj = teacher.model.language_model.layers[0].self_attn.o_proj.weight
+    assert torch.equal(narrow.model.language_model.layers[0].mixer.out_proj.weight, o_proj[:, :20])
+    assert report["out_proj_from_o_proj"] == "o_proj input width 24 -> mixer width 20 (cut)"
     attention, _ = subclone_llava(teacher_dir, num_layers=1, mixer_size="attention", mixer_init="attention")
     value = teacher.model.language_model.layers[0].self_attn.v_proj.weight.repeat(2, 1)  # 1 KV head, 2 query heads
     assert torch.equal(attention.model.language_model.layers[0].mixer.in_proj.weight[:24], value)
@@ -210,6 +215,18 @@ def test_narrower_language_model_keeps_the_strongest_residual_channels(tmp_path)
     assert out.shape == (1, 12)
 
 
+def test_narrower_llama_teacher_slices_its_untied_head(tmp_path):
+    torch.manual_seed(4)
+    teacher = tiny_llava()
+    teacher.save_pretrained(tmp_path / "llama")
+    student, report = subclone_llava(tmp_path / "llama", hidden_size=12, num_layers=2)
+    kept = torch.tensor(report["residual_channels"]["indices"])
+    assert torch.equal(student.lm_head.weight, teacher.lm_head.weight[:, kept])
+    assert student.lm_head.weight is not student.model.language_model.embed_tokens.weight
+    assert student.config.text_config.norm_offset == 0.0 and not student.config.text_config.sandwich_norms
+    assert student(**batch()).logits.shape == (1, 9, 64)
+
+
 def test_bad_inputs_fail_with_one_clear_message(teacher_dir, tmp_path):
     for width in (17, 0):
         with pytest.raises(ValueError, match=r"Text width hidden_size=.* does not fit the teacher's 16.*1\.\.16"):
@@ -222,6 +239,8 @@ def test_bad_inputs_fail_with_one_clear_message(teacher_dir, tmp_path):
     gemma_vlm.save_pretrained(tmp_path / "gemma3")
     with pytest.raises(ValueError, match="'gemma3' vision-language model, not LLaVA-shaped.*projector"):
         subclone_llava(tmp_path / "gemma3")
+    with pytest.raises(ValueError, match="Cannot read the Mamba checkpoint ssm_from="):
+        subclone_llava(teacher_dir, ssm_from=tmp_path / "no-such-mamba")
     with pytest.raises(ValueError, match="mixer_size must be a positive integer or 'attention'"):
         subclone_llava(teacher_dir, mixer_size="wide")
     student, _ = subclone_llava(teacher_dir, num_layers=1)
