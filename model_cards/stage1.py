@@ -125,7 +125,7 @@ front of a Mamba language model initialised from the teacher's {text_model} by w
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 model = AutoModelForImageTextToText.from_pretrained("{repo}", trust_remote_code=True)
-processor = AutoProcessor.from_pretrained("{repo}")
+processor = AutoProcessor.from_pretrained("{repo}", trust_remote_code=True)  # reads our config to find LlavaProcessor
 ```
 
 The modeling code ships in this repository (pure PyTorch; uses the `mamba_ssm` CUDA kernel when installed).
