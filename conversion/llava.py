@@ -69,7 +69,8 @@ def check_teacher(config: PretrainedConfig) -> None:
     if missing:
         raise ValueError(
             f"The teacher ({config.model_type!r}) is not LLaVA-shaped: its config lacks {', '.join(missing)}. "
-            "Pass a LlavaForConditionalGeneration checkpoint (vision tower + projector + language model)."
+            "Pass a LlavaForConditionalGeneration checkpoint (vision tower + projector + language model), or a "
+            "ViT-family image model (ViT, DeiT, DINOv2) for an image student."
         )
     if config.model_type != "llava":
         raise ValueError(
