@@ -39,13 +39,13 @@ EPILOG = """examples:
   transmamba convert --teacher llava-hf/llava-1.5-7b-hf --student "transllava,num_hidden_layers=16" \\
       --cross-mamba-layers 4,8,12 --mixer-init attention --output trans-llava-mamba
 
-LLaVA teachers (LlavaForConditionalGeneration with a LLaMA/Mistral/Qwen2 or Gemma-3 language model) are detected
-from their config. The student keeps the vision tower and projector and replaces every language-model layer with a
-Mamba layer (embeddings, norms, MLPs, lm_head and o_proj -> out_proj copied; the teacher's first n layers). Its
-spec is "transllava" plus overrides: num_hidden_layers, hidden_size (narrower keeps the residual channels with the
-largest weight norms), state_size, expand, mixer_size (an integer, or "attention" for the teacher's heads*head_dim),
-conv_kernel, time_step_rank. The SSM init (--ssm-from, --mixer-init) is recorded in subcloning_report.json and the
-model card.
+LLaVA teachers (LlavaForConditionalGeneration with a LLaMA/Mistral/Qwen2 or Gemma-3 language model, or
+Gemma3ForConditionalGeneration) are detected from their config. The student keeps the vision tower and projector
+and replaces every language-model layer with a Mamba layer (embeddings, norms, MLPs, lm_head and o_proj -> out_proj
+copied; the teacher's first n layers). Its spec is "transllava" plus overrides: num_hidden_layers, hidden_size
+(narrower keeps the residual channels with the largest weight norms), state_size, expand, mixer_size (an integer,
+or "attention" for the teacher's heads*head_dim), conv_kernel, time_step_rank. The SSM init (--ssm-from,
+--mixer-init) is recorded in subcloning_report.json and the model card.
 """
 
 
@@ -332,7 +332,7 @@ def convert_llava(args: argparse.Namespace) -> Path:
     is_local = Path(args.teacher).is_dir()
     card = stage1_vlm_card(
         teacher=args.teacher,
-        teacher_class="LlavaForConditionalGeneration",
+        teacher_class=subclone_report["teacher_class"],
         base_model=args.base_model or (None if is_local else args.teacher),
         license=teacher_license(args.teacher),
         student_spec=args.student,

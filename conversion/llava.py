@@ -1,7 +1,8 @@
 """Subcloning a LLaVA teacher into a TransLlavaMamba student (paper §3.2 "Multi-modal Task").
 
-Copied as they are: the vision tower and the projector. From the teacher's language model (LLaMA-like or
-Gemma-3): token embeddings, the RMSNorms (Gemma's sandwich norms too) and the gated MLP of the first
+Teachers: ``LlavaForConditionalGeneration`` and ``Gemma3ForConditionalGeneration`` (whose pooled projector the
+student reproduces). Copied as they are: the vision tower and the projector. From the teacher's language model
+(LLaMA-like or Gemma-3): token embeddings, the RMSNorms (Gemma's sandwich norms too) and the gated MLP of the first
 ``num_layers`` layers, the final norm, ``lm_head``, and each layer's attention ``o_proj`` into the mixer's
 ``out_proj`` (``o_proj``'s input columns, ``heads * head_dim`` wide, map onto the mixer's first channels: cut when the
 mixer is narrower, the rest zero when wider; ``mixer_size="attention"`` makes them equal).
@@ -37,6 +38,8 @@ from .student_spec import _split_top_level, _value
 LLAMA_LIKE = ("llama", "mistral", "qwen2")
 # Gemma-3: (1 + weight) RMSNorm, sqrt(hidden)-scaled embeddings, sandwich norms, gelu_pytorch_tanh MLP.
 GEMMA_LIKE = ("gemma3_text",)
+# Vision-language classes whose image path the student reproduces (projector_type "mlp" and "gemma3").
+TEACHER_TYPES = ("llava", "gemma3")
 CONV_INITS = ("normal", "standard", "identity")
 MIXER_INITS = ("standard", "attention")
 STUDENT_PRESET = "transllava"
@@ -64,7 +67,8 @@ def is_multimodal(config: PretrainedConfig) -> bool:
 
 
 def check_teacher(config: PretrainedConfig) -> None:
-    """Refuse anything that is not LLaVA-shaped with a LLaMA-like or Gemma-3 text model, before loading weights."""
+    """Refuse anything that is not LLaVA-shaped (Llava or Gemma-3 VLM) with a LLaMA-like or Gemma-3 text model,
+    before loading weights."""
     missing = [key for key in ("vision_config", "text_config", "image_token_id") if getattr(config, key, None) is None]
     if missing:
         raise ValueError(
@@ -72,11 +76,12 @@ def check_teacher(config: PretrainedConfig) -> None:
             "Pass a LlavaForConditionalGeneration checkpoint (vision tower + projector + language model), or a "
             "ViT-family image model (ViT, DeiT, DINOv2) for an image student."
         )
-    if config.model_type != "llava":
+    if config.model_type not in TEACHER_TYPES:
         raise ValueError(
-            f"The teacher is a {config.model_type!r} vision-language model, not LLaVA-shaped: subcloning copies "
-            "LlavaForConditionalGeneration's two-layer MLP projector, which it lacks (Gemma3ForConditionalGeneration "
-            "pools and norms its image tokens instead). Wrap its vision tower and language model in a LlavaConfig."
+            f"The teacher is a {config.model_type!r} vision-language model, not LLaVA-shaped: subcloning copies the "
+            "image path of LlavaForConditionalGeneration (two-layer MLP projector) or Gemma3ForConditionalGeneration "
+            "(pooled, normed projector), which it does not share. Wrap its vision tower and language model in a "
+            "LlavaConfig."
         )
     text_type = config.text_config.model_type
     if text_type not in LLAMA_LIKE + GEMMA_LIKE:
@@ -191,12 +196,22 @@ def student_config(
         vision_config=teacher.vision_config.to_dict(),
         text_config=text_config,
         image_token_id=teacher.image_token_id,
+        tie_word_embeddings=teacher.tie_word_embeddings,
+        **_image_path_fields(teacher),
+    )
+
+
+def _image_path_fields(teacher: PretrainedConfig) -> dict:
+    """How images become tokens: LLaVA's MLP on a chosen vision layer, or Gemma-3's pooled projector."""
+    if teacher.model_type == "gemma3":
+        tokens = teacher.mm_tokens_per_image
+        return dict(projector_type="gemma3", mm_tokens_per_image=tokens, image_seq_length=tokens)
+    return dict(
         image_seq_length=teacher.image_seq_length,
         projector_hidden_act=teacher.projector_hidden_act,
         vision_feature_select_strategy=teacher.vision_feature_select_strategy,
         vision_feature_layer=teacher.vision_feature_layer,
         multimodal_projector_bias=teacher.multimodal_projector_bias,
-        tie_word_embeddings=teacher.tie_word_embeddings,
     )
 
 
@@ -276,7 +291,11 @@ def residual_importance(teacher: nn.Module, depth: int, norm_offset: float) -> t
     writes the channel (norm weights as the gain they apply, ``norm_offset + weight``)."""
     lm = teacher.model.language_model
     projector = teacher.model.multi_modal_projector
-    pairs = [(lm.embed_tokens.weight, 1), (projector.linear_2.weight, 0), (lm.norm.weight + norm_offset, 0)]
+    pairs = [(lm.embed_tokens.weight, 1), (lm.norm.weight + norm_offset, 0)]
+    if hasattr(projector, "mm_input_projection_weight"):  # Gemma-3: (vision hidden, text hidden)
+        pairs.append((projector.mm_input_projection_weight, 1))
+    else:
+        pairs.append((projector.linear_2.weight, 0))
     if teacher.lm_head.weight.data_ptr() != lm.embed_tokens.weight.data_ptr():
         pairs.append((teacher.lm_head.weight, 1))
     for layer in lm.layers[:depth]:
@@ -375,7 +394,7 @@ def _report(teacher_dir, teacher_config, config, copied, residual, mixer_init, c
     if residual is not None:
         report["residual_channels"] = {"importance": "magnitude (weight L2 norms)", "indices": residual.tolist()}
     if getattr(text, "final_logit_softcapping", None) is not None:
-        report["final_logit_softcapping"] = "not applied: LlavaForConditionalGeneration ignores the text config's"
+        report["final_logit_softcapping"] = "not applied: the teacher's VLM class ignores the text config's"
     return report
 
 
@@ -396,7 +415,8 @@ def subclone_llava(
     ssm_from: str | Path | None = None,
     output_dir: str | Path | None = None,
 ) -> tuple[TransLlavaMambaForConditionalGeneration, dict]:
-    """Build a TransLlavaMamba student from a LLaVA teacher (Hub id or folder; LLaMA-like or Gemma-3 text model).
+    """Build a TransLlavaMamba student from a LLaVA teacher (Hub id or folder; LLaMA-like or Gemma-3 text model)
+    or a ``Gemma3ForConditionalGeneration`` (its pooled projector is kept as it is).
 
     ``hidden_size`` below the teacher's keeps its highest-magnitude residual channels; ``mixer_size`` sets the
     mixer width (``"attention"`` = the teacher's ``heads * head_dim``, so ``o_proj`` maps onto ``out_proj`` 1:1).
@@ -457,6 +477,7 @@ def subclone_llava(
     if ssm_from is not None:
         _copy_ssm(target, ssm_from, copied)
     report = _report(teacher_dir, teacher_config, config, copied, residual, mixer_init, conv_init, ssm_from)
+    report["teacher_class"] = type(teacher).__name__
     if output_dir is not None:
         output_dir = Path(output_dir)
         student.save_pretrained(output_dir)

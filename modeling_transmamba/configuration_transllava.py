@@ -98,6 +98,10 @@ class TransLlavaMambaTextConfig(PretrainedConfig):
 class TransLlavaMambaConfig(PretrainedConfig):
     """Composite config shaped like ``LlavaConfig``: ``vision_config`` (any vision config, CLIP by default),
     ``text_config`` (a ``TransLlavaMambaTextConfig``) and the projector / feature-selection fields.
+
+    ``projector_type`` "mlp" is LLaVA's two-layer MLP on ``hidden_states[vision_feature_layer]``; "gemma3" is
+    Gemma-3's (``Gemma3ForConditionalGeneration``): the vision tower's ``last_hidden_state`` average-pooled to
+    ``mm_tokens_per_image`` tokens, RMS-normed, times one matrix.
     """
 
     model_type = "transllava_mamba"
@@ -117,9 +121,15 @@ class TransLlavaMambaConfig(PretrainedConfig):
         vision_feature_select_strategy: str = "default",
         vision_feature_layer: int | list[int] = -2,
         multimodal_projector_bias: bool = True,
+        projector_type: str = "mlp",
+        mm_tokens_per_image: int = 256,
         tie_word_embeddings: bool = False,
         **kwargs,
     ):
+        if projector_type not in ("mlp", "gemma3"):
+            raise ValueError(f"projector_type must be 'mlp' (LLaVA) or 'gemma3', got {projector_type!r}.")
+        self.projector_type = projector_type
+        self.mm_tokens_per_image = mm_tokens_per_image
         self.vision_config = vision_config
         self.text_config = text_config
         self.image_token_index = image_token_index

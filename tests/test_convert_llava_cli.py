@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from test_llava_gemma import tiny_gemma_llava
+from test_llava_gemma import tiny_gemma3_vlm, tiny_gemma_llava
 from test_transllava_conversion import IMAGE_TOKEN, tiny_llava
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
@@ -116,6 +116,20 @@ def test_gemma_teacher_narrower_student_dry_run(gemma_teacher, tmp_path, capsys,
     assert card.data.license == "gemma" and "Gemma Terms of Use" in card.text
     assert "Gemma Terms of Use" in (out / "NOTICE").read_text()
     assert AutoModelForImageTextToText.from_pretrained(out).config.text_config.hidden_size == 12
+
+
+def test_gemma3_vlm_teacher_converts_narrower(tmp_path):
+    torch.manual_seed(6)
+    tiny_gemma3_vlm().save_pretrained(tmp_path / "gemma3")
+    out = tmp_path / "student"
+    spec = "transllava,num_hidden_layers=2,hidden_size=12,state_size=4"
+    assert main(["--teacher", str(tmp_path / "gemma3"), "--student", spec, "--output", str(out)]) == 0
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report["teacher_class"] == "Gemma3ForConditionalGeneration" and report["text_width"].startswith("12 of")
+    assert "Gemma3ForConditionalGeneration" in ModelCard.load(out / "README.md").text
+    student = AutoModelForImageTextToText.from_pretrained(out, trust_remote_code=True).eval()
+    ids = torch.tensor([[2, 5, 61, *[IMAGE_TOKEN] * 4, 62, 7]])
+    assert student(input_ids=ids, pixel_values=torch.randn(1, 3, 16, 16)).logits.shape == (1, 9, 64)
 
 
 def test_bad_inputs_exit_2_with_one_message_and_write_nothing(llama_teacher, tmp_path, capsys):

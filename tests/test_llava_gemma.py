@@ -19,9 +19,11 @@ from transformers import (
     Dinov2Model,
     Gemma3Config,
     Gemma3ForCausalLM,
+    Gemma3ForConditionalGeneration,
     Gemma3TextConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    LlavaNextConfig,
     PreTrainedTokenizerFast,
 )
 from transmamba.conversion.compose_gemma_llava import compose
@@ -231,14 +233,10 @@ def test_bad_inputs_fail_with_one_clear_message(teacher_dir, tmp_path):
     for width in (17, 0):
         with pytest.raises(ValueError, match=r"Text width hidden_size=.* does not fit the teacher's 16.*1\.\.16"):
             subclone_llava(teacher_dir, hidden_size=width)
-    gemma_vlm = Gemma3Config(
-        vision_config=dict(model_type="siglip_vision_model", **VISION, patch_size=4),
-        text_config=gemma_text().to_dict(),
-        mm_tokens_per_image=4,
-    )
-    gemma_vlm.save_pretrained(tmp_path / "gemma3")
-    with pytest.raises(ValueError, match="'gemma3' vision-language model, not LLaVA-shaped.*projector"):
-        subclone_llava(tmp_path / "gemma3")
+    llava_next = LlavaNextConfig(vision_config=CLIPVisionConfig(**VISION, patch_size=8), text_config=gemma_text())
+    llava_next.save_pretrained(tmp_path / "llava_next")
+    with pytest.raises(ValueError, match="'llava_next' vision-language model, not LLaVA-shaped"):
+        subclone_llava(tmp_path / "llava_next")
     with pytest.raises(ValueError, match="Cannot read the Mamba checkpoint ssm_from="):
         subclone_llava(teacher_dir, ssm_from=tmp_path / "no-such-mamba")
     with pytest.raises(ValueError, match="mixer_size must be a positive integer or 'attention'"):
@@ -307,3 +305,42 @@ def test_compose_joins_a_vision_tower_and_a_gemma_lm_into_a_llava_teacher(tmp_pa
     assert report["teacher_text_model"] == "gemma3_text" and student(**inputs).logits.shape == (1, 6, 64)
     with pytest.raises(ValueError, match="already exists"):
         compose(tmp_path / "vision", tmp_path / "gemma", tmp_path / "llava")
+
+
+def tiny_gemma3_vlm() -> Gemma3ForConditionalGeneration:
+    """Gemma-3's own VLM class: SigLIP tower, 4x4 patches average-pooled to 4 image tokens, normed projector."""
+    siglip = dict(model_type="siglip_vision_model", **VISION, patch_size=4)
+    config = Gemma3Config(vision_config=siglip, text_config=gemma_text().to_dict(), mm_tokens_per_image=4,
+                          image_token_index=IMAGE_TOKEN, boi_token_index=61, eoi_token_index=62)  # fmt: skip
+    model = Gemma3ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.2 * torch.randn_like(param))
+    return model
+
+
+def test_gemma3_vlm_teacher_keeps_its_pooled_projector_and_meaning(tmp_path):
+    torch.manual_seed(5)
+    tiny_gemma3_vlm().save_pretrained(tmp_path / "gemma3")
+    teacher = Gemma3ForConditionalGeneration.from_pretrained(tmp_path / "gemma3").eval()
+    student, report = subclone_llava(tmp_path / "gemma3", num_layers=2, cross_mamba_layers=[1])
+    assert student.config.projector_type == "gemma3" and student.config.image_seq_length == 4
+    t, s = teacher.state_dict(), student.state_dict()
+    assert {k for k in t if k.startswith("model.multi_modal_projector.")} <= set(s)
+    assert not [k for k in t if k.startswith("model.vision_tower.") and k not in s]
+    for key in (k for k in s if k in t):
+        assert torch.equal(s[key], t[key]), key
+    inputs = dict(
+        input_ids=torch.tensor([[2, 5, 61, *[IMAGE_TOKEN] * 4, 62, 7, 8]]), pixel_values=torch.randn(1, 3, 16, 16)
+    )
+    with torch.no_grad():
+        assert torch.equal(student.get_image_features(inputs["pixel_values"]),
+                           teacher.model.get_image_features(inputs["pixel_values"]).pooler_output)  # fmt: skip
+    mask = torch.ones_like(inputs["input_ids"])
+    cached = student.generate(**inputs, attention_mask=mask, max_new_tokens=5, do_sample=False)
+    uncached = student.generate(**inputs, attention_mask=mask, max_new_tokens=5, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
+    share_mixing(teacher, student, 2)  # a token-wise map makes Gemma-3's bidirectional image mask irrelevant
+    with torch.no_grad():
+        assert rel_err(student(**inputs).logits, teacher(**inputs).logits) < 1e-5
+    assert report["teacher_text_model"] == "gemma3_text" and report["teacher_class"] == "Gemma3ForConditionalGeneration"
