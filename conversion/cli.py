@@ -1,5 +1,5 @@
-"""`transmamba convert`: stage 1 — subclone a ViT-family Transformer into a Mamba student and export a Hub-ready
-folder (optionally pushed)."""
+"""`transmamba convert`: stage 1 — subclone a ViT-family Transformer into a Mamba student, or a LLaVA
+vision-language model into a TransLlavaMamba student, and export a Hub-ready folder (optionally pushed)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import transformers
 from datasets import DatasetDict
 from huggingface_hub.utils import validate_repo_id
-from transformers import PretrainedConfig
+from transformers import AutoConfig, PretrainedConfig
 from transformers.image_utils import (
     IMAGENET_DEFAULT_MEAN,
     IMAGENET_DEFAULT_STD,
@@ -21,11 +22,12 @@ from transformers.image_utils import (
 )
 
 from ..data import load_image_dataset, pixel_batches, processor_for_size
-from ..model_cards.stage1 import stage1_card, teacher_license
+from ..model_cards.stage1 import GEMMA_NOTICE, stage1_card, stage1_vlm_card, teacher_license
 from ..modeling_transmamba import TransMambaConfig
 from .export import REPORT_NAME, check_output, write_model_folder
 from .hub import publish
 from .importance import METHODS, NEEDS_DATA, select_indices
+from .llava import CONV_INITS, MIXER_INITS, STUDENT_PRESET, is_multimodal, load_processor, parse_student, subclone_llava
 from .student_spec import parse_student_spec, student_config_for
 from .subclone import subclone, summarise
 from .teachers import Teacher, default_image_size, load_image_processor, load_teacher, load_teacher_config
@@ -34,6 +36,16 @@ EPILOG = """examples:
   transmamba convert --teacher facebook/deit-small-patch16-224 --student pmamba-s --output trans-pmamba-s
   transmamba convert --teacher ./my-vit --student "vim-t,num_hidden_layers=6" --importance activation \\
       --data digits --output out --push-to-hub me/trans-vim-t --dry-run
+  transmamba convert --teacher llava-hf/llava-1.5-7b-hf --student "transllava,num_hidden_layers=16" \\
+      --cross-mamba-layers 4,8,12 --mixer-init attention --output trans-llava-mamba
+
+LLaVA teachers (LlavaForConditionalGeneration with a LLaMA/Mistral/Qwen2 or Gemma-3 language model, or
+Gemma3ForConditionalGeneration) are detected from their config. The student keeps the vision tower and projector
+and replaces every language-model layer with a Mamba layer (embeddings, norms, MLPs, lm_head and o_proj -> out_proj
+copied; the teacher's first n layers). Its spec is "transllava" plus overrides: num_hidden_layers, hidden_size
+(narrower keeps the residual channels with the largest weight norms), state_size, expand, mixer_size (an integer,
+or "attention" for the teacher's heads*head_dim), conv_kernel, time_step_rank. The SSM init (--ssm-from,
+--mixer-init) is recorded in subcloning_report.json and the model card.
 """
 
 
@@ -46,11 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--teacher", required=True, help="Hub id or local folder of a ViT-family model (ViT, DeiT, DINOv2), with or "
-        "without a classification head.")  # fmt: skip
+        "without a classification head, or of a LLaVA model (see below).")  # fmt: skip
     add(
         "--student",
         required=True,
-        help="student preset (pmamba-t/s/b, vim-t/s), optionally with config overrides: "
+        help=f"student preset (pmamba-t/s/b, vim-t/s; {STUDENT_PRESET} for LLaVA teachers), optionally with config "
+        "overrides: "
         "'pmamba-s,num_hidden_layers=6,hidden_size=256'. Patch size, channels, norm eps and activation come from the "
         "teacher; image_size defaults to the teacher's processor size. Width and depth may not exceed the teacher's.",
     )
@@ -103,6 +116,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--overwrite", action="store_true", help="replace an existing --output folder (swapped in when complete).")
     add("--seed", type=int, default=0, help="seed of the student's fresh parameters and of finetune-delta. Default: 0.")
+    vlm = parser.add_argument_group("LLaVA teachers only")
+    vlm.add_argument(
+        "--cross-mamba-layers",
+        default="",
+        help="comma-separated language-model layers whose mixer also reads the image tokens (Cross-Mamba), e.g. 4,8.",
+    )
+    vlm.add_argument(
+        "--mixer-init",
+        choices=MIXER_INITS,
+        default="standard",
+        help="SSM init: standard Mamba init (the paper) or attention (beyond the paper: x <- W_V, B <- W_K, "
+        "C <- W_Q). Default: standard.",
+    )
+    vlm.add_argument(
+        "--conv-init",
+        choices=CONV_INITS,
+        help="conv1d init: normal N(0, 1) (the paper; default with --mixer-init standard), identity (default with "
+        "--mixer-init attention) or standard.",
+    )
+    vlm.add_argument(
+        "--ssm-from",
+        help="Hub id or folder of a `transformers` Mamba checkpoint of the student's mixer shape: x_proj, dt_proj, "
+        "A_log and D of layer i come from its layer i (the paper's Trans-LLaVA init).",
+    )
     return parser
 
 
@@ -148,8 +185,8 @@ class _Checked:
     head_note: str
 
 
-def _check(args: argparse.Namespace) -> _Checked:
-    """All cheap checks, in order of cost: arguments, output, spec, teacher config, student shape, then data."""
+def _check_common(args: argparse.Namespace) -> None:
+    """Checks shared by image and LLaVA teachers: publishing arguments and the output folder."""
     if args.dry_run and not args.push_to_hub:
         raise ValueError("--dry-run lists what --push-to-hub would upload; pass --push-to-hub ORG/NAME too.")
     if args.num_batches < 1 or args.batch_size < 1 or (args.num_labels is not None and args.num_labels < 1):
@@ -160,6 +197,14 @@ def _check(args: argparse.Namespace) -> _Checked:
         except ValueError as error:
             raise ValueError(f"--push-to-hub {args.push_to_hub!r} is not a repo id like org/name ({error}).") from None
     check_output(args.output, args.overwrite)
+
+
+def _check(args: argparse.Namespace) -> _Checked:
+    """All cheap checks, in order of cost: arguments, output, spec, teacher config, student shape, then data."""
+    _check_common(args)
+    vlm_only = [flag for flag, value in _vlm_options(args).items() if value]
+    if vlm_only:
+        raise ValueError(f"{', '.join(vlm_only)} apply to LLaVA teachers only; drop them for an image teacher.")
     parse_student_spec(args.student)
     teacher_config = load_teacher_config(args.teacher)
     processor = load_image_processor(args.teacher)
@@ -218,8 +263,99 @@ def _report(args, checked: _Checked, teacher: Teacher, selection, student, tenso
     }
 
 
+def _vlm_options(args: argparse.Namespace) -> dict:
+    """The LLaVA-only options that differ from their defaults."""
+    return {
+        "--cross-mamba-layers": args.cross_mamba_layers,
+        "--mixer-init": args.mixer_init != "standard",
+        "--conv-init": args.conv_init,
+        "--ssm-from": args.ssm_from,
+    }
+
+
+def _is_llava_teacher(source: str) -> bool:
+    """A cheap config read; anything unreadable goes down the image path, whose checks explain the problem."""
+    try:
+        return is_multimodal(AutoConfig.from_pretrained(source))
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _cross_layers(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--cross-mamba-layers takes comma-separated layer indices like 4,8; got {text!r}.") from None
+
+
+def convert_llava(args: argparse.Namespace) -> Path:
+    """The LLaVA branch: check the options, subclone (which vets the teacher before loading it), write the folder."""
+    started = time.perf_counter()
+    _check_common(args)
+    image_only = {
+        "--data": args.data,
+        "--num-labels": args.num_labels,
+        "--importance": args.importance != "magnitude" and args.importance,
+    }
+    if any(image_only.values()):
+        raise ValueError(
+            f"{', '.join(k for k, v in image_only.items() if v)} apply to image teachers only; a narrower LLaVA "
+            "language model keeps the residual channels with the largest weight norms (magnitude), no data needed."
+        )
+    fields = parse_student(args.student)
+    torch.manual_seed(args.seed)
+    student, subclone_report = subclone_llava(
+        args.teacher,
+        **fields,
+        cross_mamba_layers=_cross_layers(args.cross_mamba_layers),
+        mixer_init=args.mixer_init,
+        conv_init=args.conv_init,
+        ssm_from=args.ssm_from,
+    )
+    processor = load_processor(args.teacher)
+    text = student.config.text_config
+    report = {
+        "format": "transmamba-llava-subcloning-report/1",
+        "student": {
+            "spec": args.student,
+            "class": type(student).__name__,
+            "num_hidden_layers": text.num_hidden_layers,
+            "hidden_size": text.hidden_size,
+            "mixer_width": text.mixer_size,
+            "state_size": text.state_size,
+            "parameters": student.num_parameters(),
+        },
+        **subclone_report,
+        "processor": type(processor).__name__ if processor is not None else "none (the teacher ships none)",
+        "seed": args.seed,
+    }
+    is_local = Path(args.teacher).is_dir()
+    card = stage1_vlm_card(
+        teacher=args.teacher,
+        teacher_class=subclone_report["teacher_class"],
+        base_model=args.base_model or (None if is_local else args.teacher),
+        license=teacher_license(args.teacher),
+        student_spec=args.student,
+        config=student.config,
+        num_parameters=student.num_parameters(),
+        report=subclone_report,
+        repo_id=args.push_to_hub,
+    )
+    report["seconds_before_write"] = round(time.perf_counter() - started, 2)
+    notice = {"NOTICE": GEMMA_NOTICE} if subclone_report["teacher_text_model"].startswith("gemma") else None
+    output = write_model_folder(args.output, student, processor, report, card, args.overwrite, notice)
+    print(
+        f"wrote {output} in {time.perf_counter() - started:.1f}s: {text.num_hidden_layers} Mamba layers, width "
+        f"{text.hidden_size}, {student.num_parameters():,} params; SSM init: {subclone_report['ssm_init']}; details "
+        f"in {REPORT_NAME}"
+    )
+    return output
+
+
 def convert(args: argparse.Namespace) -> Path:
     """Check everything cheap first, then load the teacher, pick channels, subclone and write the folder."""
+    if _is_llava_teacher(args.teacher):
+        return convert_llava(args)
     started = time.perf_counter()
     checked = _check(args)
     config = checked.config

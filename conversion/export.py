@@ -47,18 +47,29 @@ def remove_stale_partials(output: Path) -> list[Path]:
 
 
 def write_model_folder(
-    output: Path, model: PreTrainedModel, image_processor, report: dict, card: ModelCard, overwrite: bool
+    output: Path,
+    model: PreTrainedModel,
+    image_processor,
+    report: dict,
+    card: ModelCard,
+    overwrite: bool,
+    extra_files: dict[str, str] | None = None,
 ) -> Path:
-    """config.json (+ auto_map) and code files, model.safetensors, preprocessor_config.json, the report, README.md."""
+    """config.json (+ auto_map) and code files, model.safetensors, the processor's files (image processor, or a
+    VLM's processor/tokenizer; None when the teacher has none), the report, README.md, and ``extra_files``
+    (name -> text, e.g. a license NOTICE)."""
     output = output.absolute()
     remove_stale_partials(output)
     partial = output.parent / f".{output.name}{PARTIAL_MARK}{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     model.save_pretrained(partial)
-    image_processor.save_pretrained(partial)
+    if image_processor is not None:
+        image_processor.save_pretrained(partial)
     (partial / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
     card.save(partial / "README.md")
+    for name, text in (extra_files or {}).items():
+        (partial / name).write_text(text)
     for path in partial.iterdir():  # durable before the rename makes the folder visible
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())

@@ -1,4 +1,4 @@
-"""Model card of a stage-1 (subcloned, untrained) student."""
+"""Model cards of stage-1 (subcloned, untrained) students: image classifiers and TransLlavaMamba VLMs."""
 
 from __future__ import annotations
 
@@ -104,5 +104,103 @@ def stage1_card(
         importance="none (as wide as the teacher)" if importance == "identity" else importance,
         data=data or "none",
         **counts,
+    )
+    return ModelCard(f"---\n{metadata.to_yaml()}\n---\n{body}")
+
+
+VLM_BODY = """
+# {title}
+
+A **TransLlavaMamba** vision-language student: the LLaVA teacher `{teacher}`'s vision tower and projector in
+front of a Mamba language model initialised from the teacher's {text_model} by weight subcloning — stage 1 of
+[TransMamba](https://arxiv.org/abs/2502.15130) (Chen et al., 2025).
+
+> **Stage 1 only — not trained.** Vision tower, projector, embeddings, norms, MLPs, the attention output
+> projections and `lm_head` come from the teacher; the selective-SSM parameters are initialised as below, so the
+> model does not answer well yet. Distil it against the teacher before use.
+
+## How to load
+
+```python
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+model = AutoModelForImageTextToText.from_pretrained("{repo}", trust_remote_code=True)
+processor = AutoProcessor.from_pretrained("{repo}", trust_remote_code=True)  # reads our config to find LlavaProcessor
+```
+
+The modeling code ships in this repository (pure PyTorch; uses the `mamba_ssm` CUDA kernel when installed).
+`generate()` keeps a fixed-size recurrent state per layer instead of a growing KV cache.
+
+## How it was made
+
+| | |
+|---|---|
+| Teacher | `{teacher}` ({teacher_class}, {text_model} language model) |
+| Student | `{student}`: {params:,} parameters |
+| Language model | the teacher's first {layers} layers as Mamba layers, width {width} ({text_width}), mixer {mixer} |
+| Cross-Mamba layers | {cross} |
+| SSM init | {ssm_init} |
+| Conv init | {conv_init} |
+| `o_proj` -> `out_proj` | {out_proj} |
+{notice}
+`subcloning_report.json` lists what was copied (element counts per module) and how the rest was initialised.
+
+## Citation
+
+```bibtex
+@article{{chen2025transmamba,
+  title={{TransMamba: Fast Universal Architecture Adaption from Transformers to Mamba}},
+  author={{Chen, Xiuwei and others}},
+  journal={{arXiv preprint arXiv:2502.15130}},
+  year={{2025}}
+}}
+```
+"""
+
+GEMMA_NOTICE = """Gemma is provided under and subject to the Gemma Terms of Use found at https://ai.google.dev/gemma/terms.
+This model's language model is derived from Gemma 3; its use is subject to those terms.
+"""
+
+
+def stage1_vlm_card(
+    *,
+    teacher: str,
+    teacher_class: str,
+    base_model: str | None,
+    license: str | None,
+    student_spec: str,
+    config,
+    num_parameters: int,
+    report: dict,
+    repo_id: str | None,
+) -> ModelCard:
+    """Card of a TransLlavaMamba student fresh from ``subclone_llava`` (``report`` is its report)."""
+    text = config.text_config
+    gemma = report["teacher_text_model"].startswith("gemma")
+    metadata = ModelCardData(
+        base_model=base_model,
+        library_name="transformers",
+        pipeline_tag="image-text-to-text",
+        license=license or ("gemma" if gemma else None),
+        tags=["transmamba", "mamba", "llava", "vision-language", "image-text-to-text", "subcloning", "stage-1"],
+    )
+    body = VLM_BODY.format(
+        title=repo_id.split("/")[-1] if repo_id else f"TransLlavaMamba from {base_model or teacher}",
+        teacher=base_model or teacher,
+        teacher_class=teacher_class,
+        text_model=report["teacher_text_model"],
+        repo=repo_id or "path/to/this/folder",
+        student=student_spec,
+        layers=text.num_hidden_layers,
+        width=text.hidden_size,
+        text_width=report["text_width"]
+        + (", highest-magnitude residual channels" if "residual_channels" in report else ""),
+        mixer=text.mixer_size,
+        params=num_parameters,
+        cross=", ".join(map(str, text.cross_mamba_layers)) or "none",
+        ssm_init=report["ssm_init"],
+        conv_init=report["conv_init"],
+        out_proj=report["out_proj_from_o_proj"],
+        notice=f"\n{GEMMA_NOTICE}(See `NOTICE`.)\n" if gemma else "",
     )
     return ModelCard(f"---\n{metadata.to_yaml()}\n---\n{body}")

@@ -9,12 +9,18 @@ from transformers.configuration_utils import SubConfigSpec
 
 
 class TransLlavaMambaTextConfig(PretrainedConfig):
-    """A LLaMA decoder with every attention block replaced by a causal selective-SSM mixer.
+    """A LLaMA- or Gemma-3-shaped decoder with every attention block replaced by a causal selective-SSM mixer.
 
     Field names follow ``LlamaConfig`` (so a LLaMA teacher's norms, MLPs, embeddings and head copy in by name)
-    plus the Mamba-1 mixer's: ``state_size``, ``expand`` (mixer width = ``expand * hidden_size``),
+    plus the Mamba-1 mixer's: ``state_size``, ``expand`` (mixer width = ``expand * hidden_size`` unless
+    ``mixer_size`` sets it, e.g. to a teacher's ``heads * head_dim`` so its ``o_proj`` fits ``out_proj`` exactly),
     ``conv_kernel``, ``time_step_rank``. ``cross_mamba_layers`` lists the layers whose mixer also reads the
     image tokens through Cross-Mamba (see ``mamba_lm.TransLlavaMambaMixer``).
+
+    Gemma-3 teachers need four more fields so that their copied weights mean the same thing (the defaults are
+    LLaMA's): ``norm_offset`` (RMSNorm scales by ``norm_offset + weight``; Gemma 1.0), ``embedding_scale`` (token
+    embeddings are multiplied by it; Gemma sqrt(teacher hidden size)), ``sandwich_norms`` (Gemma's extra norms
+    after the mixer and around the MLP) and ``final_logit_softcapping`` (``cap * tanh(logits / cap)``).
     """
 
     model_type = "transllava_mamba_text"
@@ -31,6 +37,7 @@ class TransLlavaMambaTextConfig(PretrainedConfig):
         rms_norm_eps: float = 1e-5,
         state_size: int = 16,
         expand: int = 2,
+        mixer_size: int | None = None,
         conv_kernel: int = 4,
         time_step_rank: int | str = "auto",
         out_proj_bias: bool = False,
@@ -40,6 +47,10 @@ class TransLlavaMambaTextConfig(PretrainedConfig):
         time_step_max: float = 0.1,
         time_step_floor: float = 1e-4,
         scan_backend: str = "auto",
+        norm_offset: float = 0.0,
+        embedding_scale: float = 1.0,
+        sandwich_norms: bool = False,
+        final_logit_softcapping: float | None = None,
         use_cache: bool = True,
         tie_word_embeddings: bool = False,
         pad_token_id: int | None = None,
@@ -56,6 +67,7 @@ class TransLlavaMambaTextConfig(PretrainedConfig):
         self.rms_norm_eps = rms_norm_eps
         self.state_size = state_size
         self.expand = expand
+        self.mixer_size = int(mixer_size) if mixer_size else expand * hidden_size
         self.conv_kernel = conv_kernel
         self.time_step_rank = math.ceil(hidden_size / 16) if time_step_rank == "auto" else int(time_step_rank)
         self.out_proj_bias = out_proj_bias
@@ -65,6 +77,10 @@ class TransLlavaMambaTextConfig(PretrainedConfig):
         self.time_step_max = time_step_max
         self.time_step_floor = time_step_floor
         self.scan_backend = scan_backend
+        self.norm_offset = float(norm_offset)
+        self.embedding_scale = float(embedding_scale)
+        self.sandwich_norms = bool(sandwich_norms)
+        self.final_logit_softcapping = final_logit_softcapping
         self.use_cache = use_cache
         self.tie_word_embeddings = tie_word_embeddings
         self.pad_token_id = pad_token_id
@@ -78,14 +94,14 @@ class TransLlavaMambaTextConfig(PretrainedConfig):
                 f"{num_hidden_layers}-layer language model."
             )
 
-    @property
-    def mixer_size(self) -> int:
-        return self.expand * self.hidden_size
-
 
 class TransLlavaMambaConfig(PretrainedConfig):
     """Composite config shaped like ``LlavaConfig``: ``vision_config`` (any vision config, CLIP by default),
     ``text_config`` (a ``TransLlavaMambaTextConfig``) and the projector / feature-selection fields.
+
+    ``projector_type`` "mlp" is LLaVA's two-layer MLP on ``hidden_states[vision_feature_layer]``; "gemma3" is
+    Gemma-3's (``Gemma3ForConditionalGeneration``): the vision tower's ``last_hidden_state`` average-pooled to
+    ``mm_tokens_per_image`` tokens, RMS-normed, times one matrix.
     """
 
     model_type = "transllava_mamba"
@@ -105,9 +121,15 @@ class TransLlavaMambaConfig(PretrainedConfig):
         vision_feature_select_strategy: str = "default",
         vision_feature_layer: int | list[int] = -2,
         multimodal_projector_bias: bool = True,
+        projector_type: str = "mlp",
+        mm_tokens_per_image: int = 256,
         tie_word_embeddings: bool = False,
         **kwargs,
     ):
+        if projector_type not in ("mlp", "gemma3"):
+            raise ValueError(f"projector_type must be 'mlp' (LLaVA) or 'gemma3', got {projector_type!r}.")
+        self.projector_type = projector_type
+        self.mm_tokens_per_image = mm_tokens_per_image
         self.vision_config = vision_config
         self.text_config = text_config
         self.image_token_index = image_token_index

@@ -1,6 +1,6 @@
-"""The language model of TransLlavaMamba: LLaMA-shaped blocks whose attention is a causal selective-SSM mixer.
+"""The language model of TransLlavaMamba: LLaMA- or Gemma-3-shaped blocks, attention swapped for a causal SSM mixer.
 
-Module names follow LLaMA (``embed_tokens``, ``input_layernorm``, ``post_attention_layernorm``,
+Module names follow LLaMA/Gemma (``embed_tokens``, ``input_layernorm``, ``post_attention_layernorm``,
 ``mlp.gate_proj/up_proj/down_proj``, ``norm``) so a teacher copies in by name, and the mixer's follow
 `transformers`' ``MambaMixer`` (``in_proj``, ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``, ``D``, ``out_proj``)
 so the SSM of a pretrained Mamba checkpoint loads into it unchanged.
@@ -56,18 +56,40 @@ class TransLlavaMambaCache:
 
 
 class TransLlavaMambaRMSNorm(nn.Module):
-    """LLaMA's RMSNorm (fp32 statistics), so the teacher's norm weights mean the same thing here."""
+    """RMSNorm with fp32 statistics, so a teacher's norm weights mean the same thing here.
 
-    def __init__(self, hidden_size: int, eps: float):
+    ``offset`` 0 is LLaMA's (``weight * x.to(dtype)``); Gemma scales by ``(offset + weight)`` in fp32 before
+    casting back (``offset`` 1, weights stored around 0).
+    """
+
+    def __init__(self, hidden_size: int, eps: float, offset: float = 0.0):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.weight = nn.Parameter(torch.ones(hidden_size) if offset == 0 else torch.zeros(hidden_size))
         self.variance_epsilon = eps
+        self.offset = offset
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         dtype = hidden_states.dtype
         hidden_states = hidden_states.float()
         hidden_states = hidden_states * torch.rsqrt(hidden_states.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        if self.offset:
+            return (hidden_states * (self.offset + self.weight.float())).to(dtype)
         return self.weight * hidden_states.to(dtype)
+
+
+class TransLlavaMambaEmbedding(nn.Embedding):
+    """Token embeddings times ``scale`` (Gemma multiplies by sqrt(hidden size), cast to the weight's dtype first,
+    as Gemma does). Image features replace placeholder embeddings after the scaling, as in LLaVA."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None, scale: float = 1.0):
+        super().__init__(num_embeddings, embedding_dim, padding_idx)
+        self.scale = scale
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        embeds = super().forward(input_ids)
+        if self.scale == 1.0:
+            return embeds
+        return embeds * torch.tensor(self.scale, dtype=self.weight.dtype, device=embeds.device)
 
 
 class TransLlavaMambaMLP(nn.Module):
@@ -247,19 +269,32 @@ class TransLlavaMambaMixer(nn.Module):
 
 
 class TransLlavaMambaDecoderLayer(GradientCheckpointingLayer):
-    """``x + Mixer(RMSNorm(x))`` then ``x + MLP(RMSNorm(x))``: a LLaMA block with attention swapped for the mixer."""
+    """``x + Mixer(RMSNorm(x))`` then ``x + MLP(RMSNorm(x))``: a LLaMA block with attention swapped for the mixer.
+
+    With ``sandwich_norms`` (Gemma) the mixer and MLP outputs are normed too before the residual add, under
+    Gemma's names: ``post_attention_layernorm`` after the mixer, ``pre_/post_feedforward_layernorm`` around the
+    MLP. Without, ``post_attention_layernorm`` is the pre-MLP norm, as in LLaMA.
+    """
 
     def __init__(self, config: TransLlavaMambaTextConfig, layer_idx: int):
         super().__init__()
-        self.input_layernorm = TransLlavaMambaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        hidden, eps, offset = config.hidden_size, config.rms_norm_eps, config.norm_offset
+        self.sandwich_norms = config.sandwich_norms
+        self.input_layernorm = TransLlavaMambaRMSNorm(hidden, eps, offset)
         self.mixer = TransLlavaMambaMixer(config, layer_idx)
-        self.post_attention_layernorm = TransLlavaMambaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = TransLlavaMambaRMSNorm(hidden, eps, offset)
+        if self.sandwich_norms:
+            self.pre_feedforward_layernorm = TransLlavaMambaRMSNorm(hidden, eps, offset)
+            self.post_feedforward_layernorm = TransLlavaMambaRMSNorm(hidden, eps, offset)
         self.mlp = TransLlavaMambaMLP(config)
 
     def forward(self, hidden_states, image_mask=None, attention_mask=None, cache=None):
         mixed = self.mixer(self.input_layernorm(hidden_states), image_mask, attention_mask, cache)
-        hidden_states = hidden_states + mixed
-        return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+        if not self.sandwich_norms:
+            hidden_states = hidden_states + mixed
+            return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+        hidden_states = hidden_states + self.post_attention_layernorm(mixed)
+        return hidden_states + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(hidden_states)))
 
 
 class TransLlavaMambaLanguageModel(nn.Module):
@@ -268,9 +303,11 @@ class TransLlavaMambaLanguageModel(nn.Module):
     def __init__(self, config: TransLlavaMambaTextConfig):
         super().__init__()
         self.config = config
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.embed_tokens = TransLlavaMambaEmbedding(
+            config.vocab_size, config.hidden_size, config.pad_token_id, config.embedding_scale
+        )
         self.layers = nn.ModuleList([TransLlavaMambaDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
-        self.norm = TransLlavaMambaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = TransLlavaMambaRMSNorm(config.hidden_size, config.rms_norm_eps, config.norm_offset)
 
     def forward(
         self,

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
 from .configuration_transllava import TransLlavaMambaConfig
-from .mamba_lm import TransLlavaMambaCache, TransLlavaMambaLanguageModel, TransLlavaMambaMixer
+from .mamba_lm import TransLlavaMambaCache, TransLlavaMambaLanguageModel, TransLlavaMambaMixer, TransLlavaMambaRMSNorm
 
 
 @dataclass
@@ -54,6 +55,26 @@ class TransLlavaMambaMultiModalProjector(nn.Module):
         return self.linear_2(self.act(self.linear_1(image_features)))
 
 
+class TransLlavaMambaGemma3Projector(nn.Module):
+    """Gemma-3's projector, same names: average-pool the patch grid to ``mm_tokens_per_image`` tokens, RMSNorm
+    (``1 + weight``), then multiply by ``mm_input_projection_weight`` (vision hidden, text hidden)."""
+
+    def __init__(self, config: TransLlavaMambaConfig):
+        super().__init__()
+        vision = config.vision_config
+        self.mm_input_projection_weight = nn.Parameter(torch.zeros(vision.hidden_size, config.text_config.hidden_size))
+        self.mm_soft_emb_norm = TransLlavaMambaRMSNorm(vision.hidden_size, vision.layer_norm_eps, offset=1.0)
+        self.patches_per_side = vision.image_size // vision.patch_size
+        kernel = self.patches_per_side // int(config.mm_tokens_per_image**0.5)
+        self.avg_pool = nn.AvgPool2d(kernel_size=kernel, stride=kernel)
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        batch, _, hidden = image_features.shape
+        grid = image_features.transpose(1, 2).reshape(batch, hidden, self.patches_per_side, self.patches_per_side)
+        pooled = self.avg_pool(grid.contiguous()).flatten(2).transpose(1, 2)
+        return torch.matmul(self.mm_soft_emb_norm(pooled), self.mm_input_projection_weight).type_as(image_features)
+
+
 class TransLlavaMambaPreTrainedModel(PreTrainedModel):
     config_class = TransLlavaMambaConfig
     config: TransLlavaMambaConfig
@@ -67,13 +88,20 @@ class TransLlavaMambaPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, TransLlavaMambaMixer):
             module.reset_ssm_parameters()
+        elif isinstance(module, TransLlavaMambaRMSNorm) and module.offset:
+            init.zeros_(module.weight)  # scale = offset + weight = 1
+        elif isinstance(module, TransLlavaMambaGemma3Projector):
+            init.zeros_(module.mm_input_projection_weight)  # as Gemma-3 initialises it
 
 
 class TransLlavaMambaModel(TransLlavaMambaPreTrainedModel):
     def __init__(self, config: TransLlavaMambaConfig):
         super().__init__(config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
-        self.multi_modal_projector = TransLlavaMambaMultiModalProjector(config)
+        projector = (
+            TransLlavaMambaGemma3Projector if config.projector_type == "gemma3" else TransLlavaMambaMultiModalProjector
+        )
+        self.multi_modal_projector = projector(config)
         self.language_model = TransLlavaMambaLanguageModel(config.text_config)
         self.post_init()
 
@@ -84,7 +112,10 @@ class TransLlavaMambaModel(TransLlavaMambaPreTrainedModel):
         self.language_model.embed_tokens = value
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected features (images, tokens, text hidden) from the configured vision layer(s), as LLaVA does."""
+        """Projected features (images, tokens, text hidden) from the configured vision layer(s), as LLaVA does
+        (Gemma-3: from the vision tower's last hidden state)."""
+        if self.config.projector_type == "gemma3":
+            return self.multi_modal_projector(self.vision_tower(pixel_values, return_dict=True).last_hidden_state)
         outputs = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
         layers = self.config.vision_feature_layer
         layers = [layers] if isinstance(layers, int) else list(layers)
@@ -233,6 +264,9 @@ class TransLlavaMambaForConditionalGeneration(TransLlavaMambaPreTrainedModel, Ge
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
+        cap = self.config.text_config.final_logit_softcapping
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
