@@ -24,8 +24,8 @@ tags:
 
 # TransMamba student
 
-Distilled with `transmamba train` ({distillation}). This card is a placeholder: the model-card step fills in the
-base model, data and measured results.
+Distilled with transmamba ({distillation}). This card is a placeholder: the model-card step fills in the base
+model, data and measured results.
 """
 
 
