@@ -5,7 +5,7 @@ The PyTorch loop materialises ``(batch, length, channels, state)`` tensors for `
 ``state`` floats in an L1-resident vector, computing the exponentials on the fly (a vectorisable fp32 exp:
 numba has no SIMD libm here), so nothing of that size ever exists.
 
-Per channel ``c`` of group ``g`` (``dt_t = softplus(delta_t + bias)`` or ``delta_t + bias``)::
+Per channel ``c`` of direction ``k`` (``dt_t = softplus(delta_t + bias)`` or ``delta_t + bias``)::
 
     a_t = exp(dt_t A)                 h_t = a_t * h_{t-1} + dt_t u_t B_t      (h_{-1} = 0)
     y_t = C_t . h_t + D u_t           out_t = y_t * silu(z_t)
@@ -17,9 +17,16 @@ state), given ``dy_t = dout_t silu(z_t)``::
     du_t = dy_t D + dt_t (g_t . B_t)      ddt_t = g_t . (a_t h_{t-1} A + u_t B_t)
     ddelta_t = ddt_t softplus'(delta_t + bias)        dbias += ddelta_t       dz_t = dout_t y_t silu'(z_t)
 
+Layout (no copies of the big tensors): the kernels read token tensors ``(batch, 1 or K, length, channels)`` with
+any strides, and take the scan order as an index table: direction ``k`` visits token ``perm[k, t]`` at step ``t``
+and its output goes back to that token's position (summed over directions, or one slot each). Inputs shared by
+all directions (one slot) are read, never expanded. One task owns a batch entry and a block of channels for
+every direction, so shared inputs' gradients and the summed output are written without races; per sub-block of
+16 channels the inputs are gathered into scan-order scratch rows and each channel scanned as a contiguous row.
+
 The states ``h_t`` the backward needs are recomputed per channel into an ``(L + 1, state)`` scratch (small,
-per thread), so the forward saves only its inputs. ``dB``/``dC`` are shared by the channels of a group: each
-backward task owns a block of a group's channels and a private partial buffer, summed afterwards (no races).
+per thread), so the forward saves only its inputs. ``dB``/``dC`` are shared by the channels of a direction:
+each backward task has a private partial buffer, summed afterwards (no races).
 
 Arithmetic is fp32 (fp64 when the inputs are fp64, for gradcheck); bf16/fp16 are converted at the boundary.
 numba is optional: without it importing this module raises ImportError and the dispatcher falls back.
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from functools import cache
 
 import torch
 
@@ -51,23 +59,24 @@ _FASTMATH = {"contract", "reassoc", "nsz", "arcp", "afn"}
 SOFTPLUS_THRESHOLD = 20.0  # torch.nn.functional.softplus default: identity above it
 
 
-def _jit(**options):
+def _jit(signature: str | None = None, **options):
     """``njit`` with the on-disk cache; a folder numba cannot write to only costs recompilation.
 
     ``error_model="numpy"``: Python's ZeroDivisionError check on every float division blocks vectorisation
     (a sigmoid loop ran 17x slower).
     """
+    args = () if signature is None else (signature,)
 
     def decorate(func):
         try:
-            return numba.njit(cache=True, error_model="numpy", **options)(func)
+            return numba.njit(*args, cache=True, error_model="numpy", **options)(func)
         except RuntimeError:  # no writable folder next to this file, in NUMBA_CACHE_DIR or the user cache
             warnings.warn(
                 "numba finds no writable cache folder for the selective-scan kernels (set NUMBA_CACHE_DIR); "
                 "they are compiled again in every process.",
                 stacklevel=1,  # same place for every kernel: shown once
             )
-            return numba.njit(error_model="numpy", **options)(func)
+            return numba.njit(*args, error_model="numpy", **options)(func)
 
     return decorate
 
@@ -171,52 +180,105 @@ def _gates(z_row, gates, slopes):
         slopes[t] = sigmoid * (one + zt * (one - sigmoid))
 
 
-@_jit(parallel=True, fastmath=_FASTMATH)
-def _forward_kernel(u, delta, A, Bt, Ct, D, z, bias, softplus, has_z, out, last_state):
-    """One (batch, channel) per task; ``Bt, Ct`` are (batch, groups, length, state)."""
-    batch, channels, length = u.shape
-    state = A.shape[1]
-    per_group = channels // Bt.shape[1]
-    for task in prange(batch * channels):
-        b = task // channels
-        c = task % channels
-        g = c // per_group
-        a_row = A[c]
+SUB = 16  # channels per scratch block: 16 x length floats per gathered input stay in L1/L2
+
+
+@_jit()
+def _gather(source, b, k, index, first, width, target):
+    """``target[j, t] = source[b, k, index[t], first + j]``: scan-order scratch rows from a strided token tensor."""
+    for t in range(index.shape[0]):
+        row = index[t]
+        for j in range(width):
+            target[j, t] = source[b, k, row, first + j]
+
+
+@_jit()
+def _scatter(rows, target, b, k, index, first, width, accumulate):
+    """``target[b, k, index[t], first + j] (+)= rows[j, t]``: scratch rows back to their tokens' positions."""
+    for t in range(index.shape[0]):
+        row = index[t]
+        for j in range(width):
+            if accumulate:
+                target[b, k, row, first + j] += rows[j, t]
+            else:
+                target[b, k, row, first + j] = rows[j, t]
+
+
+def _forward(u, delta, z, A, Bs, Cs, D, bias, perm, rows, softplus, has_z, blocks, out, last_state):
+    """One task per (batch, block of channels) holding every direction, so shared inputs and a summed output never
+    race. Per direction and sub-block of channels the inputs are gathered into scan-order scratch rows, scanned
+    one channel at a time, and the results written (or added) back at each token's position."""
+    batch, length, inner = u.shape[0], u.shape[2], u.shape[3]
+    directions, state = Bs.shape[1], A.shape[2]
+    span = -(-inner // blocks)
+    zero = u.dtype.type(0.0)
+    for task in prange(batch * blocks):
+        b = task // blocks
+        start = (task % blocks) * span
+        stop = min(start + span, inner)
+        us = np.empty((SUB, length), u.dtype)
+        raw = np.empty((SUB, length), u.dtype)
+        zs = np.empty((SUB, length), u.dtype)
+        ys = np.empty((SUB, length), u.dtype)
         dts = np.empty(length, u.dtype)
         slopes = np.empty(length, u.dtype)
-        _discretise(delta[b, c], bias[c], softplus, dts, slopes)
         gates = np.ones(length, u.dtype)
-        if has_z:
-            _gates(z[b, c], gates, slopes)  # the forward needs no softplus slopes: reuse the buffer
-        h = np.zeros(state, u.dtype)
-        for t in range(length):
-            dt = dts[t]
-            drive = dt * u[b, c, t]
-            b_t = Bt[b, g, t]
-            c_t = Ct[b, g, t]
-            y = u.dtype.type(0.0)
-            for n in range(state):
-                h[n] = _exp(dt * a_row[n]) * h[n] + drive * b_t[n]
-                y += c_t[n] * h[n]
-            out[b, c, t] = (y + D[c] * u[b, c, t]) * gates[t]
-        last_state[b, c] = h
+        h = np.empty(state, u.dtype)
+        for first in range(start, stop, SUB):
+            width = min(SUB, stop - first)
+            for k in range(directions):
+                p = k if A.shape[0] > 1 else 0
+                _gather(u, b, k if u.shape[1] > 1 else 0, rows[k], first, width, us)
+                _gather(delta, b, k if delta.shape[1] > 1 else 0, rows[k], first, width, raw)
+                if has_z:
+                    _gather(z, b, k if z.shape[1] > 1 else 0, perm[k], first, width, zs)
+                for j in range(width):
+                    c = first + j
+                    _discretise(raw[j], bias[p, c], softplus, dts, slopes)
+                    if has_z:
+                        _gates(zs[j], gates, slopes)  # the forward needs no softplus slopes: reuse the buffer
+                    a_row = A[p, c]
+                    skip = D[p, c]
+                    u_row = us[j]
+                    y_row = ys[j]
+                    h[:] = zero
+                    for t in range(length):
+                        dt = dts[t]
+                        drive = dt * u_row[t]
+                        b_t = Bs[b, k, t]
+                        c_t = Cs[b, k, t]
+                        y = zero
+                        for n in range(state):
+                            h[n] = _exp(dt * a_row[n]) * h[n] + drive * b_t[n]
+                            y += c_t[n] * h[n]
+                        y_row[t] = (y + skip * u_row[t]) * gates[t]
+                    last_state[b, k, c] = h
+                summed = out.shape[1] == 1
+                _scatter(ys, out, b, 0 if summed else k, perm[k], first, width, summed and k > 0)
 
 
-@_jit(parallel=True, fastmath=_FASTMATH)
-def _backward_kernel(
-    u, delta, A, Bt, Ct, D, z, bias, softplus, has_z, dout, dlast, blocks, du, ddelta, dz, dA, dD, dbias, dB, dC
-):
-    """One (batch, group, block of the group's channels) per task; ``dB, dC`` (batch, groups, blocks, L, N)."""
-    batch, channels, length = u.shape
-    state = A.shape[1]
-    groups = Bt.shape[1]
-    per_group = channels // groups
-    block_size = -(-per_group // blocks)
+def _backward(
+    u, delta, z, A, Bs, Cs, D, bias, perm, rows, softplus, has_z, dout, dlast, blocks,
+    du, ddelta, dz, dA, dD, dbias, dB, dC,
+):  # fmt: skip
+    """Tasks as in the forward; ``du, ddelta, dz`` (zeroed) get every direction's share added at the tokens'
+    positions, ``dA, dD, dbias`` (batch, sets, ...) per batch entry, ``dB, dC`` (batch, blocks, K, L, N) per block."""
+    batch, length, inner = u.shape[0], u.shape[2], u.shape[3]
+    directions, state = Bs.shape[1], A.shape[2]
+    span = -(-inner // blocks)
     zero = u.dtype.type(0.0)
-    for task in prange(batch * groups * blocks):
-        b = task // (groups * blocks)
-        g = (task // blocks) % groups
-        k = task % blocks
+    for task in prange(batch * blocks):
+        b = task // blocks
+        block = task % blocks
+        start = block * span
+        stop = min(start + span, inner)
+        us = np.empty((SUB, length), u.dtype)
+        raw = np.empty((SUB, length), u.dtype)
+        zs = np.empty((SUB, length), u.dtype)
+        douts = np.empty((SUB, length), u.dtype)
+        dus = np.empty((SUB, length), u.dtype)
+        ddeltas = np.empty((SUB, length), u.dtype)
+        dzs = np.empty((SUB, length), u.dtype)
         states = np.zeros((length + 1, state), u.dtype)  # states[t + 1] = h_t, states[0] = 0
         hcur = np.empty(state, u.dtype)
         decay = np.empty(state, u.dtype)
@@ -228,99 +290,147 @@ def _backward_kernel(
         grad = np.empty(state, u.dtype)
         grad_a = np.empty(state, u.dtype)
         carried = np.empty(state, u.dtype)
-        first = g * per_group + k * block_size
-        for c in range(first, min(first + block_size, (g + 1) * per_group)):
-            a_row = A[c]
-            _discretise(delta[b, c], bias[c], softplus, dts, slopes)
-            if has_z:
-                _gates(z[b, c], gates, gate_slopes)
-            # Recompute the states exactly as the forward does, keeping a copy of each; storing exp(dt A) too
-            # for the reverse pass was 20% slower than taking it again there.
-            hcur[:] = zero
-            for t in range(length):
-                dt = dts[t]
-                drive = dt * u[b, c, t]
-                b_t = Bt[b, g, t]
-                c_t = Ct[b, g, t]
-                h_t = states[t + 1]
-                h_prev = states[t]
-                y = zero
-                for n in range(state):
-                    hcur[n] = _exp(dt * a_row[n]) * hcur[n] + drive * b_t[n]
-                    y += c_t[n] * hcur[n]
-                ys[t] = y
-                for n in range(state):
-                    h_t[n] = hcur[n]
-            for n in range(state):
-                grad[n] = dlast[b, c, n]
-                grad_a[n] = zero
-            d_skip = zero
-            d_bias = zero
-            # Short loops that each write one array: fused, LLVM's alias checks exceed its limit and the loop
-            # stays scalar (one fused reverse loop took 11x the forward).
-            for t in range(length - 1, -1, -1):
-                dt = dts[t]
-                ut = u[b, c, t]
-                b_t = Bt[b, g, t]
-                c_t = Ct[b, g, t]
-                h_t = states[t + 1]
-                h_prev = states[t]
-                for n in range(state):
-                    decay[n] = _exp(dt * a_row[n])
-                dB_t = dB[b, g, k, t]
-                dC_t = dC[b, g, k, t]
-                dy = dout[b, c, t]
+        for first in range(start, stop, SUB):
+            width = min(SUB, stop - first)
+            for k in range(directions):
+                p = k if A.shape[0] > 1 else 0
+                ku = k if u.shape[1] > 1 else 0
+                kd = k if delta.shape[1] > 1 else 0
+                kz = k if z.shape[1] > 1 else 0
+                _gather(u, b, ku, rows[k], first, width, us)
+                _gather(delta, b, kd, rows[k], first, width, raw)
+                _gather(dout, b, k if dout.shape[1] > 1 else 0, perm[k], first, width, douts)
                 if has_z:
-                    dz[b, c, t] = dy * (ys[t] + D[c] * ut) * gate_slopes[t]
-                    dy *= gates[t]
-                d_skip += dy * ut
-                for n in range(state):
-                    grad[n] += dy * c_t[n]
-                for n in range(state):
-                    dC_t[n] += dy * h_t[n]
-                drive = dt * ut
-                for n in range(state):
-                    dB_t[n] += grad[n] * drive
-                d_u = zero
-                for n in range(state):
-                    d_u += grad[n] * b_t[n]
-                for n in range(state):
-                    carried[n] = grad[n] * decay[n] * h_prev[n]
-                for n in range(state):
-                    grad[n] *= decay[n]
-                for n in range(state):
-                    grad_a[n] += carried[n] * dt
-                d_dt = ut * d_u
-                for n in range(state):
-                    d_dt += carried[n] * a_row[n]
-                du[b, c, t] = dy * D[c] + dt * d_u
-                d_delta = d_dt * slopes[t]
-                ddelta[b, c, t] = d_delta
-                d_bias += d_delta
-            dA[b, c] = grad_a
-            dD[b, c] = d_skip
-            dbias[b, c] = d_bias
+                    _gather(z, b, kz, perm[k], first, width, zs)
+                for j in range(width):
+                    c = first + j
+                    a_row = A[p, c]
+                    skip = D[p, c]
+                    u_row = us[j]
+                    dy_row = douts[j]
+                    _discretise(raw[j], bias[p, c], softplus, dts, slopes)
+                    if has_z:
+                        _gates(zs[j], gates, gate_slopes)
+                    # Recompute the states exactly as the forward does, keeping a copy of each; storing exp(dt A)
+                    # too for the reverse pass was 20% slower than taking it again there.
+                    hcur[:] = zero
+                    for t in range(length):
+                        dt = dts[t]
+                        drive = dt * u_row[t]
+                        b_t = Bs[b, k, t]
+                        c_t = Cs[b, k, t]
+                        h_t = states[t + 1]
+                        y = zero
+                        for n in range(state):
+                            hcur[n] = _exp(dt * a_row[n]) * hcur[n] + drive * b_t[n]
+                            y += c_t[n] * hcur[n]
+                        ys[t] = y
+                        for n in range(state):
+                            h_t[n] = hcur[n]
+                    for n in range(state):
+                        grad[n] = dlast[b, k, c, n]
+                        grad_a[n] = zero
+                    d_skip = zero
+                    d_bias = zero
+                    # Short loops that each write one array: fused, LLVM's alias checks exceed its limit and the
+                    # loop stays scalar (one fused reverse loop took 11x the forward).
+                    for t in range(length - 1, -1, -1):
+                        dt = dts[t]
+                        ut = u_row[t]
+                        b_t = Bs[b, k, t]
+                        c_t = Cs[b, k, t]
+                        h_t = states[t + 1]
+                        h_prev = states[t]
+                        for n in range(state):
+                            decay[n] = _exp(dt * a_row[n])
+                        dB_t = dB[b, block, k, t]
+                        dC_t = dC[b, block, k, t]
+                        dy = dy_row[t]
+                        if has_z:
+                            dzs[j, t] = dy * (ys[t] + skip * ut) * gate_slopes[t]
+                            dy *= gates[t]
+                        d_skip += dy * ut
+                        for n in range(state):
+                            grad[n] += dy * c_t[n]
+                        for n in range(state):
+                            dC_t[n] += dy * h_t[n]
+                        drive = dt * ut
+                        for n in range(state):
+                            dB_t[n] += grad[n] * drive
+                        d_u = zero
+                        for n in range(state):
+                            d_u += grad[n] * b_t[n]
+                        for n in range(state):
+                            carried[n] = grad[n] * decay[n] * h_prev[n]
+                        for n in range(state):
+                            grad[n] *= decay[n]
+                        for n in range(state):
+                            grad_a[n] += carried[n] * dt
+                        d_dt = ut * d_u
+                        for n in range(state):
+                            d_dt += carried[n] * a_row[n]
+                        dus[j, t] = dy * skip + dt * d_u
+                        d_delta = d_dt * slopes[t]
+                        ddeltas[j, t] = d_delta
+                        d_bias += d_delta
+                    for n in range(state):
+                        dA[b, p, c, n] += grad_a[n]
+                    dD[b, p, c] += d_skip
+                    dbias[b, p, c] += d_bias
+                _scatter(dus, du, b, ku, rows[k], first, width, True)
+                _scatter(ddeltas, ddelta, b, kd, rows[k], first, width, True)
+                if has_z:
+                    _scatter(dzs, dz, b, kz, perm[k], first, width, True)
+
+
+def _signatures(float_type: str) -> tuple[str, str]:
+    """Kernel signatures: token tensors take any strides (layout "A": permuted and strided views share one compiled
+    kernel), the small tensors the kernels allocate or the wrapper makes contiguous are C-contiguous."""
+    layouts = (":,:,:,:", ":,::1", ":,:,::1", ":,:,:,::1", ":,:,:,:,::1")
+    any4, c2, c3, c4, c5 = (f"{float_type}[{dims}]" for dims in layouts)
+    shared = f"{any4}, {any4}, {any4}, {c3}, {c4}, {c4}, {c2}, {c2}, i8[:,::1], i8[:,::1], b1, b1"
+    forward = f"void({shared}, i8, {c4}, {c4})"
+    backward = f"void({shared}, {any4}, {c4}, i8, {c4}, {c4}, {c4}, {c4}, {c3}, {c3}, {c5}, {c5})"
+    return forward, backward
+
+
+@cache
+def _kernels(dtype: torch.dtype) -> tuple:
+    """(forward, backward) compiled for one float type on first use (then loaded from numba's disk cache)."""
+    forward, backward = _signatures("f8" if dtype == torch.float64 else "f4")
+    return _jit(forward, parallel=True, fastmath=_FASTMATH)(_forward), _jit(
+        backward, parallel=True, fastmath=_FASTMATH
+    )(_backward)
 
 
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _as_array(tensor: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+    """A numpy view in the compute dtype, keeping the tensor's strides (no copy when the dtype already matches)."""
+    return tensor.detach().to(dtype).numpy()
+
+
+def _small_array(tensor: torch.Tensor | None, dtype: torch.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """A contiguous copy of a small tensor (parameters, B/C, orders); zeros of ``shape`` for a missing one."""
+    if tensor is None:
+        return np.zeros(shape, dtype=_NUMPY[dtype])
     return tensor.detach().to(dtype).contiguous().numpy()
 
 
-def _kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype: torch.dtype) -> tuple:
-    """Arrays in the kernels' layout: B, C time-major (batch, groups, length, state) so the state is innermost."""
-    zeros = torch.zeros(u.shape[1], dtype=dtype)
+def _kernel_inputs(u, delta, z, A, B, C, D, delta_bias, perm, rows, dtype: torch.dtype) -> tuple:
+    sets, inner = A.shape[:2]
     return (
         _as_array(u, dtype),
         _as_array(delta, dtype),
-        _as_array(A, dtype),
-        _as_array(B.transpose(-1, -2), dtype),
-        _as_array(C.transpose(-1, -2), dtype),
-        _as_array(D if D is not None else zeros, dtype),
-        _as_array(z, dtype) if z is not None else np.zeros((1, 1, 1), _NUMPY[dtype]),
-        _as_array(delta_bias if delta_bias is not None else zeros, dtype),
+        _as_array(z, dtype) if z is not None else np.zeros((1, 1, 1, 1), _NUMPY[dtype]),
+        _small_array(A, dtype, ()),
+        _small_array(B, dtype, ()),
+        _small_array(C, dtype, ()),
+        _small_array(D, dtype, (sets, inner)),
+        _small_array(delta_bias, dtype, (sets, inner)),
+        perm.to(torch.int64).contiguous().numpy(),
+        rows.to(torch.int64).contiguous().numpy(),
     )
 
 
@@ -329,6 +439,124 @@ def _use_torch_threads() -> int:
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(threads)
     return threads
+
+
+def _blocks(batch: int, inner: int, threads: int) -> int:
+    """Channel blocks per batch entry: enough tasks to keep every thread busy, no more (each has its dB/dC)."""
+    return max(1, min(-(-inner // SUB), -(-4 * threads // batch)))
+
+
+def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+class _NumbaTokenScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, perm, rows, delta_softplus, separate):
+        dtype = _compute_dtype(u, delta, A, B, C)
+        batch, _, length, inner = u.shape
+        directions, state = B.shape[1], A.shape[2]
+        out = torch.empty(batch, directions if separate else 1, length, inner, dtype=dtype)
+        last_state = torch.empty(batch, directions, inner, state, dtype=dtype)
+        blocks = _blocks(batch, inner, _use_torch_threads())
+        _kernels(dtype)[0](
+            *_kernel_inputs(u, delta, z, A, B, C, D, delta_bias, perm, rows, dtype),
+            bool(delta_softplus),
+            z is not None,
+            blocks,
+            out.numpy(),
+            last_state.numpy(),
+        )
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, perm, rows)
+        ctx.delta_softplus = delta_softplus
+        return out.to(u.dtype), last_state  # fp32, or fp64 for fp64 inputs
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        u, delta, A, B, C, D, z, delta_bias, perm, rows = ctx.saved_tensors
+        dtype = _compute_dtype(u, delta, A, B, C)
+        batch, _, length, inner = u.shape
+        sets, directions, state = A.shape[0], B.shape[1], A.shape[2]
+        blocks = _blocks(batch, inner, _use_torch_threads())
+        dlast = dlast if dlast is not None else torch.zeros(batch, directions, inner, state)
+        grads = {
+            "du": torch.zeros(u.shape, dtype=dtype),
+            "ddelta": torch.zeros(delta.shape, dtype=dtype),
+            "dz": torch.zeros(z.shape if z is not None else (1, 1, 1, 1), dtype=dtype),
+            "dA": torch.zeros(batch, sets, inner, state, dtype=dtype),
+            "dD": torch.zeros(batch, sets, inner, dtype=dtype),
+            "dbias": torch.zeros(batch, sets, inner, dtype=dtype),
+            "dB": torch.zeros(batch, blocks, directions, length, state, dtype=dtype),
+            "dC": torch.zeros(batch, blocks, directions, length, state, dtype=dtype),
+        }
+        _kernels(dtype)[1](
+            *_kernel_inputs(u, delta, z, A, B, C, D, delta_bias, perm, rows, dtype),
+            bool(ctx.delta_softplus),
+            z is not None,
+            _as_array(dout, dtype),
+            _small_array(dlast, dtype, ()),
+            blocks,
+            *(grad.numpy() for grad in grads.values()),
+        )
+        return (
+            grads["du"].to(u.dtype),
+            grads["ddelta"].to(delta.dtype),
+            grads["dA"].sum(0).to(A.dtype),
+            grads["dB"].sum(1).to(B.dtype),
+            grads["dC"].sum(1).to(C.dtype),
+            None if D is None else grads["dD"].sum(0).to(D.dtype),
+            None if z is None else grads["dz"].to(z.dtype),
+            None if delta_bias is None else grads["dbias"].sum(0).to(delta_bias.dtype),
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def _check_tokens(u, delta, A, B, C, D, z, delta_bias, perm, rows) -> None:
+    if u.dim() != 4 or delta.dim() != 4 or (z is not None and z.dim() != 4):
+        raise ValueError("u, delta and z must be (batch, 1 or directions, length, channels) token tensors.")
+    batch, _, length, inner = u.shape
+    directions = perm.shape[0] if perm.dim() == 2 else -1
+    if perm.shape != (directions, length) or rows.shape != perm.shape:
+        raise ValueError(f"perm and rows must be (directions, length) = (K, {length}) index tensors.")
+    for name, tensor in (("u", u), ("delta", delta), ("z", z)):
+        if tensor is not None and (tensor.shape[0] != batch or tensor.shape[1] not in (1, directions)
+                                   or tensor.shape[2:] != (length, inner)):  # fmt: skip
+            raise ValueError(f"{name} {tuple(tensor.shape)} must be ({batch}, 1 or {directions}, {length}, {inner}).")
+    if A.dim() != 3 or A.shape[0] not in (1, directions) or A.shape[1] != inner:
+        raise ValueError(f"A {tuple(A.shape)} must be (1 or {directions}, {inner}, state).")
+    expected = (batch, directions, length, A.shape[2])
+    if B.shape != expected or C.shape != expected:
+        raise ValueError(f"B and C must be (batch, directions, length, state) = {expected} in scan order.")
+    for name, vector in (("D", D), ("delta_bias", delta_bias)):
+        if vector is not None and vector.shape != A.shape[:2]:
+            raise ValueError(f"{name} must have shape {tuple(A.shape[:2])} like A's first two dims.")
+    if any(t is not None and t.device.type != "cpu" for t in (u, delta, A, B, C, D, z, delta_bias)):
+        raise ValueError("The numba scan runs on CPU tensors; use backend='cuda' or 'chunked' on GPU.")
+
+
+def selective_scan_numba_tokens(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    perm: torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    separate: bool = False,
+    return_last_state: bool = False,
+):
+    """Multi-direction scan straight from token tensors; see ``selective_scan.selective_scan_tokens`` for shapes."""
+    rows = perm if rows is None else rows
+    _check_tokens(u, delta, A, B, C, D, z, delta_bias, perm, rows)
+    out, last_state = _NumbaTokenScan.apply(u, delta, A, B, C, D, z, delta_bias, perm, rows, delta_softplus, separate)
+    return (out, last_state) if return_last_state else out
 
 
 def _check(u, delta, A, B, C, D, z, delta_bias) -> None:
@@ -349,72 +577,6 @@ def _check(u, delta, A, B, C, D, z, delta_bias) -> None:
         raise ValueError("The numba scan runs on CPU tensors; use backend='cuda' or 'chunked' on GPU.")
 
 
-def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
-class _NumbaSelectiveScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        dtype = _compute_dtype(u, delta, A, B, C)
-        batch, channels, length = u.shape
-        state = A.shape[1]
-        out = torch.empty(batch, channels, length, dtype=dtype)
-        last_state = torch.empty(batch, channels, state, dtype=dtype)
-        _use_torch_threads()
-        _forward_kernel(
-            *_kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype),
-            bool(delta_softplus),
-            z is not None,
-            out.numpy(),
-            last_state.numpy(),
-        )
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
-        ctx.delta_softplus = delta_softplus
-        return out.to(u.dtype), last_state  # fp32, or fp64 for fp64 inputs
-
-    @staticmethod
-    def backward(ctx, dout, dlast):
-        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
-        dtype = _compute_dtype(u, delta, A, B, C)
-        batch, channels, length = u.shape
-        groups, state = B.shape[1], A.shape[1]
-        threads = _use_torch_threads()
-        # Enough tasks to keep every thread busy; each block of channels writes its own dB/dC partial.
-        blocks = max(1, min(channels // groups, -(-4 * threads // (batch * groups))))
-        dlast = dlast if dlast is not None else torch.zeros(batch, channels, state)
-        grads = {
-            "du": torch.empty(batch, channels, length, dtype=dtype),
-            "ddelta": torch.empty(batch, channels, length, dtype=dtype),
-            "dz": torch.empty(*(u.shape if z is not None else (1, 1, 1)), dtype=dtype),
-            "dA": torch.empty(batch, channels, state, dtype=dtype),
-            "dD": torch.empty(batch, channels, dtype=dtype),
-            "dbias": torch.empty(batch, channels, dtype=dtype),
-            "dB": torch.zeros(batch, groups, blocks, length, state, dtype=dtype),
-            "dC": torch.zeros(batch, groups, blocks, length, state, dtype=dtype),
-        }
-        _backward_kernel(
-            *_kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype),
-            bool(ctx.delta_softplus),
-            z is not None,
-            _as_array(dout, dtype),
-            _as_array(dlast, dtype),
-            blocks,
-            *(grad.numpy() for grad in grads.values()),
-        )
-        return (
-            grads["du"].to(u.dtype),
-            grads["ddelta"].to(delta.dtype),
-            grads["dA"].sum(0).to(A.dtype),
-            grads["dB"].sum(2).transpose(-1, -2).to(B.dtype),
-            grads["dC"].sum(2).transpose(-1, -2).to(C.dtype),
-            None if D is None else grads["dD"].sum(0).to(D.dtype),
-            None if z is None else grads["dz"].to(z.dtype),
-            None if delta_bias is None else grads["dbias"].sum(0).to(delta_bias.dtype),
-            None,
-        )
-
-
 def selective_scan_numba(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -428,7 +590,35 @@ def selective_scan_numba(
     return_last_state: bool = False,
 ):
     """Same contract as ``selective_scan_sequential``: ``y`` in ``u``'s dtype, last state (batch, channels, N) fp32
-    (fp64 for fp64 inputs). Differentiable in every tensor input and through the last state."""
+    (fp64 for fp64 inputs). Differentiable in every tensor input and through the last state.
+
+    Runs the token kernel on strided views: each group is a direction whose scan order is the channel order."""
     _check(u, delta, A, B, C, D, z, delta_bias)
-    out, last_state = _NumbaSelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    batch, channels, length = u.shape
+    groups = B.shape[1]
+    inner = channels // groups
+
+    def tokens(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.reshape(batch, groups, inner, length).transpose(2, 3)
+
+    def per_group(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.reshape(groups, inner, *x.shape[1:])
+
+    order = torch.arange(length).expand(groups, length)
+    out, last_state = _NumbaTokenScan.apply(
+        tokens(u),
+        tokens(delta),
+        per_group(A),
+        B.transpose(2, 3),
+        C.transpose(2, 3),
+        per_group(D),
+        tokens(z),
+        per_group(delta_bias),
+        order,
+        order,
+        delta_softplus,
+        True,
+    )
+    out = out.transpose(2, 3).reshape(batch, channels, length)
+    last_state = last_state.reshape(batch, channels, -1)
     return (out, last_state) if return_last_state else out
