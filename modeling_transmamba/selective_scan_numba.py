@@ -102,21 +102,22 @@ def _exp_overload(x):
         return lambda x: math.exp(x)
 
     def exp_float32(x):
-        # Cody-Waite range reduction + degree-7 polynomial (Cephes expf), max rel. error ~2e-7.
-        xc = x if x > np.float32(-87.33) else np.float32(-87.33)  # clamp into exp's finite range
-        xc = xc if xc < np.float32(88.72) else np.float32(88.72)
-        k = np.floor(xc * np.float32(1.44269504088896341) + np.float32(0.5))
-        r = xc - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
-        p = np.float32(1.9875691500e-4)
-        p = p * r + np.float32(1.3981999507e-3)
-        p = p * r + np.float32(8.3334519073e-3)
-        p = p * r + np.float32(4.1665795894e-2)
-        p = p * r + np.float32(1.6666665459e-1)
-        p = p * r + np.float32(5.0000001201e-1)
-        p = p * r * r + r + np.float32(1.0)
-        value = p * _int_bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
-        value = np.float32(0.0) if x < np.float32(-87.33) else value
-        return np.float32(np.inf) if x > np.float32(88.72) else value
+        # exp(x) = 2**k exp(r), k = round(x log2 e), r = x - k ln 2 (Cody-Waite, |r| <= ln(2)/2): a degree-6
+        # polynomial for exp(r) (fitted, max rel. error 1.1e-7 over the whole range) times 2**k built from its bits.
+        # x is clamped so that k stays in [-126, 128]: below, the result is ~1e-38 (as good as 0 for a decay);
+        # k = 128 sets every exponent bit, which is +inf.
+        x = x if x > np.float32(-87.33654) else np.float32(-87.33654)
+        x = x if x < np.float32(88.72284) else np.float32(88.72284)
+        k = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
+        r = x - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
+        p = np.float32(1.3843650231137872e-3)
+        p = p * r + np.float32(8.374156430363655e-3)
+        p = p * r + np.float32(4.166800156235695e-2)
+        p = p * r + np.float32(1.6666431725025177e-1)
+        p = p * r + np.float32(4.999999403953552e-1)
+        p = p * r + np.float32(1.0)
+        p = p * r + np.float32(1.0)
+        return p * _int_bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
 
     return exp_float32
 
@@ -180,7 +181,8 @@ def _gates(z_row, gates, slopes):
         slopes[t] = sigmoid * (one + zt * (one - sigmoid))
 
 
-SUB = 16  # channels per scratch block: 16 x length floats per gathered input stay in L1/L2
+SUB = 16  # backward: channels per scratch block, 16 x length floats per gathered input stay in L1/L2
+LANES = 64  # forward: channels updated together; fewer leave LLVM's interleaved vector loop unused
 
 
 @_jit()
@@ -204,57 +206,89 @@ def _scatter(rows, target, b, k, index, first, width, accumulate):
                 target[b, k, row, first + j] = rows[j, t]
 
 
+@_jit()
+def _load(source, b, k, first, width, bias, target):
+    """``target[l, j] = source[b, k, l, first + j] (+ bias[first + j])``: token rows of one channel block."""
+    for l in range(source.shape[2]):
+        for j in range(width):
+            target[l, j] = source[b, k, l, first + j] + bias[first + j]
+
+
 def _forward(u, delta, z, A, Bs, Cs, D, bias, perm, rows, softplus, has_z, blocks, out, last_state):
     """One task per (batch, block of channels) holding every direction, so shared inputs and a summed output never
-    race. Per direction and sub-block of channels the inputs are gathered into scan-order scratch rows, scanned
-    one channel at a time, and the results written (or added) back at each token's position."""
+    race. Per sub-block of ``LANES`` channels the inputs are loaded once into token-row scratch (per direction only
+    when they differ per direction); each direction then walks its order through them, updating the ``LANES``
+    channels' states together (vectorised over channels: independent chains, no horizontal sums)."""
     batch, length, inner = u.shape[0], u.shape[2], u.shape[3]
     directions, state = Bs.shape[1], A.shape[2]
     span = -(-inner // blocks)
     zero = u.dtype.type(0.0)
+    no_bias = np.zeros(inner, u.dtype)
+    summed = out.shape[1] == 1
     for task in prange(batch * blocks):
         b = task // blocks
         start = (task % blocks) * span
         stop = min(start + span, inner)
-        us = np.empty((SUB, length), u.dtype)
-        raw = np.empty((SUB, length), u.dtype)
-        zs = np.empty((SUB, length), u.dtype)
-        ys = np.empty((SUB, length), u.dtype)
-        dts = np.empty(length, u.dtype)
-        slopes = np.empty(length, u.dtype)
-        gates = np.ones(length, u.dtype)
-        h = np.empty(state, u.dtype)
-        for first in range(start, stop, SUB):
-            width = min(SUB, stop - first)
+        us = np.zeros((length, LANES), u.dtype)
+        dts = np.zeros((length, LANES), u.dtype)
+        slopes = np.empty((length, LANES), u.dtype)
+        gates = np.ones((length, LANES), u.dtype)
+        ys = np.empty((length, LANES), u.dtype)
+        decay_rates = np.empty((state, LANES), u.dtype)
+        h = np.empty((state, LANES), u.dtype)
+        y = np.empty(LANES, u.dtype)
+        drive = np.empty(LANES, u.dtype)
+        skip = np.empty(LANES, u.dtype)
+        for first in range(start, stop, LANES):
+            width = min(LANES, stop - first)
             for k in range(directions):
                 p = k if A.shape[0] > 1 else 0
-                _gather(u, b, k if u.shape[1] > 1 else 0, rows[k], first, width, us)
-                _gather(delta, b, k if delta.shape[1] > 1 else 0, rows[k], first, width, raw)
-                if has_z:
-                    _gather(z, b, k if z.shape[1] > 1 else 0, perm[k], first, width, zs)
+                if k == 0 or u.shape[1] > 1:
+                    _load(u, b, k if u.shape[1] > 1 else 0, first, width, no_bias, us)
+                if k == 0 or delta.shape[1] > 1 or A.shape[0] > 1:
+                    _load(delta, b, k if delta.shape[1] > 1 else 0, first, width, bias[p], slopes)
+                    _discretise(slopes.reshape(-1), zero, softplus, dts.reshape(-1), slopes.reshape(-1))
+                if has_z and (k == 0 or z.shape[1] > 1):
+                    _load(z, b, k if z.shape[1] > 1 else 0, first, width, no_bias, slopes)
+                    _gates(slopes.reshape(-1), gates.reshape(-1), slopes.reshape(-1))
                 for j in range(width):
-                    c = first + j
-                    _discretise(raw[j], bias[p, c], softplus, dts, slopes)
-                    if has_z:
-                        _gates(zs[j], gates, slopes)  # the forward needs no softplus slopes: reuse the buffer
-                    a_row = A[p, c]
-                    skip = D[p, c]
-                    u_row = us[j]
-                    y_row = ys[j]
-                    h[:] = zero
-                    for t in range(length):
-                        dt = dts[t]
-                        drive = dt * u_row[t]
-                        b_t = Bs[b, k, t]
-                        c_t = Cs[b, k, t]
-                        y = zero
-                        for n in range(state):
-                            h[n] = _exp(dt * a_row[n]) * h[n] + drive * b_t[n]
-                            y += c_t[n] * h[n]
-                        y_row[t] = (y + skip * u_row[t]) * gates[t]
-                    last_state[b, k, c] = h
-                summed = out.shape[1] == 1
-                _scatter(ys, out, b, 0 if summed else k, perm[k], first, width, summed and k > 0)
+                    skip[j] = D[p, first + j]
+                    for n in range(state):
+                        decay_rates[n, j] = A[p, first + j, n]
+                h[:] = zero
+                for t in range(length):
+                    row = rows[k, t]
+                    dt = dts[row]
+                    ut = us[row]
+                    b_t = Bs[b, k, t]
+                    c_t = Cs[b, k, t]
+                    for j in range(width):
+                        drive[j] = dt[j] * ut[j]
+                        y[j] = zero
+                    for n in range(state):
+                        h_n = h[n]
+                        a_n = decay_rates[n]
+                        b_n = b_t[n]
+                        c_n = c_t[n]
+                        for j in range(width):
+                            h_n[j] = _exp(dt[j] * a_n[j]) * h_n[j] + drive[j] * b_n
+                            y[j] += c_n * h_n[j]
+                    token = perm[k, t]
+                    gate = gates[token]
+                    y_out = ys[token]
+                    if summed and k > 0:
+                        for j in range(width):
+                            y_out[j] += (y[j] + skip[j] * ut[j]) * gate[j]
+                    else:
+                        for j in range(width):
+                            y_out[j] = (y[j] + skip[j] * ut[j]) * gate[j]
+                for j in range(width):
+                    for n in range(state):
+                        last_state[b, k, first + j, n] = h[n, j]
+                if not summed or k == directions - 1:
+                    for token in range(length):
+                        for j in range(width):
+                            out[b, 0 if summed else k, token, first + j] = ys[token, j]
 
 
 def _backward(
