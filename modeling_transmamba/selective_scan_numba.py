@@ -181,29 +181,8 @@ def _gates(z_row, gates, slopes):
         slopes[t] = sigmoid * (one + zt * (one - sigmoid))
 
 
-SUB = 16  # backward: channels per scratch block, 16 x length floats per gathered input stay in L1/L2
-LANES = 64  # forward: channels updated together; fewer leave LLVM's interleaved vector loop unused
-
-
-@_jit()
-def _gather(source, b, k, index, first, width, target):
-    """``target[j, t] = source[b, k, index[t], first + j]``: scan-order scratch rows from a strided token tensor."""
-    for t in range(index.shape[0]):
-        row = index[t]
-        for j in range(width):
-            target[j, t] = source[b, k, row, first + j]
-
-
-@_jit()
-def _scatter(rows, target, b, k, index, first, width, accumulate):
-    """``target[b, k, index[t], first + j] (+)= rows[j, t]``: scratch rows back to their tokens' positions."""
-    for t in range(index.shape[0]):
-        row = index[t]
-        for j in range(width):
-            if accumulate:
-                target[b, k, row, first + j] += rows[j, t]
-            else:
-                target[b, k, row, first + j] = rows[j, t]
+LANES = 64  # channels updated together (vectorised); fewer leave LLVM's interleaved vector loop unused
+SEGMENT = 32  # backward: steps whose states and decays are recomputed together (fit in L2)
 
 
 @_jit()
@@ -212,6 +191,15 @@ def _load(source, b, k, first, width, bias, target):
     for l in range(source.shape[2]):
         for j in range(width):
             target[l, j] = source[b, k, l, first + j] + bias[first + j]
+
+
+@_jit()
+def _store(rows, target, b, k, first, width):
+    """``target[b, k, l, first + j] = rows[l, j]``, then zero ``rows`` for the next accumulation."""
+    for l in range(rows.shape[0]):
+        for j in range(width):
+            target[b, k, l, first + j] = rows[l, j]
+            rows[l, j] = 0.0
 
 
 def _forward(u, delta, z, A, Bs, Cs, D, bias, perm, rows, softplus, has_z, blocks, out, last_state):
@@ -231,7 +219,8 @@ def _forward(u, delta, z, A, Bs, Cs, D, bias, perm, rows, softplus, has_z, block
         stop = min(start + span, inner)
         us = np.zeros((length, LANES), u.dtype)
         dts = np.zeros((length, LANES), u.dtype)
-        slopes = np.empty((length, LANES), u.dtype)
+        raw = np.zeros((length, LANES), u.dtype)
+        slopes = np.empty((length, LANES), u.dtype)  # softplus' and silu' slopes: unused here
         gates = np.ones((length, LANES), u.dtype)
         ys = np.empty((length, LANES), u.dtype)
         decay_rates = np.empty((state, LANES), u.dtype)
@@ -246,11 +235,11 @@ def _forward(u, delta, z, A, Bs, Cs, D, bias, perm, rows, softplus, has_z, block
                 if k == 0 or u.shape[1] > 1:
                     _load(u, b, k if u.shape[1] > 1 else 0, first, width, no_bias, us)
                 if k == 0 or delta.shape[1] > 1 or A.shape[0] > 1:
-                    _load(delta, b, k if delta.shape[1] > 1 else 0, first, width, bias[p], slopes)
-                    _discretise(slopes.reshape(-1), zero, softplus, dts.reshape(-1), slopes.reshape(-1))
+                    _load(delta, b, k if delta.shape[1] > 1 else 0, first, width, bias[p], raw)
+                    _discretise(raw.reshape(-1), zero, softplus, dts.reshape(-1), slopes.reshape(-1))
                 if has_z and (k == 0 or z.shape[1] > 1):
-                    _load(z, b, k if z.shape[1] > 1 else 0, first, width, no_bias, slopes)
-                    _gates(slopes.reshape(-1), gates.reshape(-1), slopes.reshape(-1))
+                    _load(z, b, k if z.shape[1] > 1 else 0, first, width, no_bias, raw)
+                    _gates(raw.reshape(-1), gates.reshape(-1), slopes.reshape(-1))
                 for j in range(width):
                     skip[j] = D[p, first + j]
                     for n in range(state):
@@ -295,126 +284,193 @@ def _backward(
     u, delta, z, A, Bs, Cs, D, bias, perm, rows, softplus, has_z, dout, dlast, blocks,
     du, ddelta, dz, dA, dD, dbias, dB, dC,
 ):  # fmt: skip
-    """Tasks as in the forward; ``du, ddelta, dz`` (zeroed) get every direction's share added at the tokens'
-    positions, ``dA, dD, dbias`` (batch, sets, ...) per batch entry, ``dB, dC`` (batch, blocks, K, L, N) per block."""
+    """Tasks and channel sub-blocks as in the forward. Per direction: one forward pass keeps the state every
+    ``SEGMENT`` steps; then, segment by segment from the end, the segment's states and decays are recomputed into
+    a small buffer and walked back. ``du, ddelta, dz`` get every direction's share at the tokens' positions;
+    ``dA, dD, dbias`` are (batch, sets, ...) partials, ``dB, dC`` (batch, blocks, K, L, N) partials."""
     batch, length, inner = u.shape[0], u.shape[2], u.shape[3]
     directions, state = Bs.shape[1], A.shape[2]
     span = -(-inner // blocks)
+    segments = -(-length // SEGMENT)
     zero = u.dtype.type(0.0)
+    no_bias = np.zeros(inner, u.dtype)
     for task in prange(batch * blocks):
         b = task // blocks
         block = task % blocks
         start = block * span
         stop = min(start + span, inner)
-        us = np.empty((SUB, length), u.dtype)
-        raw = np.empty((SUB, length), u.dtype)
-        zs = np.empty((SUB, length), u.dtype)
-        douts = np.empty((SUB, length), u.dtype)
-        dus = np.empty((SUB, length), u.dtype)
-        ddeltas = np.empty((SUB, length), u.dtype)
-        dzs = np.empty((SUB, length), u.dtype)
-        states = np.zeros((length + 1, state), u.dtype)  # states[t + 1] = h_t, states[0] = 0
-        hcur = np.empty(state, u.dtype)
-        decay = np.empty(state, u.dtype)
-        dts = np.empty(length, u.dtype)
-        slopes = np.empty(length, u.dtype)
-        ys = np.empty(length, u.dtype)  # C_t . h_t, for the gate's gradient
-        gates = np.ones(length, u.dtype)
-        gate_slopes = np.zeros(length, u.dtype)
-        grad = np.empty(state, u.dtype)
-        grad_a = np.empty(state, u.dtype)
-        carried = np.empty(state, u.dtype)
-        for first in range(start, stop, SUB):
-            width = min(SUB, stop - first)
+        raw = np.zeros((length, LANES), u.dtype)
+        us = np.zeros((length, LANES), u.dtype)
+        dts = np.zeros((length, LANES), u.dtype)
+        slopes = np.zeros((length, LANES), u.dtype)
+        gates = np.ones((length, LANES), u.dtype)
+        gate_slopes = np.zeros((length, LANES), u.dtype)
+        dys = np.zeros((length, LANES), u.dtype)
+        du_rows = np.zeros((length, LANES), u.dtype)
+        ddelta_rows = np.zeros((length, LANES), u.dtype)
+        dz_rows = np.zeros((length, LANES), u.dtype)
+        checkpoints = np.zeros((segments + 1, state, LANES), u.dtype)
+        hs = np.zeros((SEGMENT + 1, state, LANES), u.dtype)
+        decays = np.zeros((SEGMENT, state, LANES), u.dtype)
+        ys = np.zeros((SEGMENT, LANES), u.dtype)
+        rates = np.zeros((state, LANES), u.dtype)
+        grad = np.zeros((state, LANES), u.dtype)
+        grad_a = np.zeros((state, LANES), u.dtype)
+        grad_h = np.zeros(LANES, u.dtype)
+        carried = np.zeros(LANES, u.dtype)
+        dy = np.zeros(LANES, u.dtype)
+        drive = np.zeros(LANES, u.dtype)
+        d_u = np.zeros(LANES, u.dtype)
+        d_dt = np.zeros(LANES, u.dtype)
+        skip = np.zeros(LANES, u.dtype)
+        d_skip = np.zeros(LANES, u.dtype)
+        d_bias = np.zeros(LANES, u.dtype)
+        h = np.zeros((state, LANES), u.dtype)
+        for first in range(start, stop, LANES):
+            width = min(LANES, stop - first)
             for k in range(directions):
                 p = k if A.shape[0] > 1 else 0
-                ku = k if u.shape[1] > 1 else 0
-                kd = k if delta.shape[1] > 1 else 0
-                kz = k if z.shape[1] > 1 else 0
-                _gather(u, b, ku, rows[k], first, width, us)
-                _gather(delta, b, kd, rows[k], first, width, raw)
-                _gather(dout, b, k if dout.shape[1] > 1 else 0, perm[k], first, width, douts)
-                if has_z:
-                    _gather(z, b, kz, perm[k], first, width, zs)
+                own_u, own_delta, own_z = u.shape[1] > 1, delta.shape[1] > 1 or A.shape[0] > 1, z.shape[1] > 1
+                if k == 0 or own_u:
+                    _load(u, b, k if own_u else 0, first, width, no_bias, us)
+                if k == 0 or own_delta:
+                    _load(delta, b, k if delta.shape[1] > 1 else 0, first, width, bias[p], raw)
+                    _discretise(raw.reshape(-1), zero, softplus, dts.reshape(-1), slopes.reshape(-1))
+                if has_z and (k == 0 or own_z):
+                    _load(z, b, k if own_z else 0, first, width, no_bias, raw)
+                    _gates(raw.reshape(-1), gates.reshape(-1), gate_slopes.reshape(-1))
+                if k == 0 or dout.shape[1] > 1:
+                    _load(dout, b, k if dout.shape[1] > 1 else 0, first, width, no_bias, dys)
                 for j in range(width):
-                    c = first + j
-                    a_row = A[p, c]
-                    skip = D[p, c]
-                    u_row = us[j]
-                    dy_row = douts[j]
-                    _discretise(raw[j], bias[p, c], softplus, dts, slopes)
-                    if has_z:
-                        _gates(zs[j], gates, gate_slopes)
-                    # Recompute the states exactly as the forward does, keeping a copy of each; storing exp(dt A)
-                    # too for the reverse pass was 20% slower than taking it again there.
-                    hcur[:] = zero
-                    for t in range(length):
-                        dt = dts[t]
-                        drive = dt * u_row[t]
-                        b_t = Bs[b, k, t]
-                        c_t = Cs[b, k, t]
-                        h_t = states[t + 1]
-                        y = zero
-                        for n in range(state):
-                            hcur[n] = _exp(dt * a_row[n]) * hcur[n] + drive * b_t[n]
-                            y += c_t[n] * hcur[n]
-                        ys[t] = y
-                        for n in range(state):
-                            h_t[n] = hcur[n]
+                    skip[j] = D[p, first + j]
+                    d_skip[j] = zero
+                    d_bias[j] = zero
                     for n in range(state):
-                        grad[n] = dlast[b, k, c, n]
-                        grad_a[n] = zero
-                    d_skip = zero
-                    d_bias = zero
-                    # Short loops that each write one array: fused, LLVM's alias checks exceed its limit and the
-                    # loop stays scalar (one fused reverse loop took 11x the forward).
-                    for t in range(length - 1, -1, -1):
-                        dt = dts[t]
-                        ut = u_row[t]
+                        rates[n, j] = A[p, first + j, n]
+                        grad[n, j] = dlast[b, k, first + j, n]
+                        grad_a[n, j] = zero
+                # Forward pass keeping every SEGMENT-th state.
+                h[:] = zero
+                checkpoints[0] = zero
+                for t in range(length):
+                    row = rows[k, t]
+                    dt = dts[row]
+                    ut = us[row]
+                    b_t = Bs[b, k, t]
+                    for j in range(width):
+                        drive[j] = dt[j] * ut[j]
+                    for n in range(state):
+                        h_n = h[n]
+                        a_n = rates[n]
+                        b_n = b_t[n]
+                        for j in range(width):
+                            h_n[j] = _exp(dt[j] * a_n[j]) * h_n[j] + drive[j] * b_n
+                    if (t + 1) % SEGMENT == 0:
+                        checkpoints[(t + 1) // SEGMENT] = h
+                for segment in range(segments - 1, -1, -1):
+                    begin = segment * SEGMENT
+                    steps = min(SEGMENT, length - begin)
+                    hs[0] = checkpoints[segment]
+                    for s in range(steps):  # the segment's states, decays and read-outs again
+                        t = begin + s
+                        row = rows[k, t]
+                        dt = dts[row]
+                        ut = us[row]
                         b_t = Bs[b, k, t]
                         c_t = Cs[b, k, t]
-                        h_t = states[t + 1]
-                        h_prev = states[t]
+                        y = ys[s]
+                        for j in range(width):
+                            drive[j] = dt[j] * ut[j]
+                            y[j] = zero
                         for n in range(state):
-                            decay[n] = _exp(dt * a_row[n])
+                            decay_n = decays[s, n]
+                            a_n = rates[n]
+                            for j in range(width):
+                                decay_n[j] = _exp(dt[j] * a_n[j])
+                            h_prev = hs[s, n]
+                            h_n = hs[s + 1, n]
+                            b_n = b_t[n]
+                            c_n = c_t[n]
+                            for j in range(width):
+                                h_n[j] = decay_n[j] * h_prev[j] + drive[j] * b_n
+                                y[j] += c_n * h_n[j]
+                    # Loops that each write one array: fused, LLVM's alias checks exceed its limit and stay scalar.
+                    for s in range(steps - 1, -1, -1):
+                        t = begin + s
+                        row = rows[k, t]
+                        token = perm[k, t]
+                        dt = dts[row]
+                        ut = us[row]
+                        gate = gates[token]
+                        gate_slope = gate_slopes[token]
+                        dout_t = dys[token]
+                        y = ys[s]
+                        dz_t = dz_rows[token]
+                        for j in range(width):
+                            dz_t[j] += dout_t[j] * (y[j] + skip[j] * ut[j]) * gate_slope[j]
+                        for j in range(width):
+                            dy[j] = dout_t[j] * gate[j]
+                        for j in range(width):
+                            d_skip[j] += dy[j] * ut[j]
+                        for j in range(width):
+                            drive[j] = dt[j] * ut[j]
+                        d_u[:width] = zero
+                        d_dt[:width] = zero
+                        b_t = Bs[b, k, t]
+                        c_t = Cs[b, k, t]
                         dB_t = dB[b, block, k, t]
                         dC_t = dC[b, block, k, t]
-                        dy = dy_row[t]
-                        if has_z:
-                            dzs[j, t] = dy * (ys[t] + skip * ut) * gate_slopes[t]
-                            dy *= gates[t]
-                        d_skip += dy * ut
                         for n in range(state):
-                            grad[n] += dy * c_t[n]
-                        for n in range(state):
-                            dC_t[n] += dy * h_t[n]
-                        drive = dt * ut
-                        for n in range(state):
-                            dB_t[n] += grad[n] * drive
-                        d_u = zero
-                        for n in range(state):
-                            d_u += grad[n] * b_t[n]
-                        for n in range(state):
-                            carried[n] = grad[n] * decay[n] * h_prev[n]
-                        for n in range(state):
-                            grad[n] *= decay[n]
-                        for n in range(state):
-                            grad_a[n] += carried[n] * dt
-                        d_dt = ut * d_u
-                        for n in range(state):
-                            d_dt += carried[n] * a_row[n]
-                        dus[j, t] = dy * skip + dt * d_u
-                        d_delta = d_dt * slopes[t]
-                        ddeltas[j, t] = d_delta
-                        d_bias += d_delta
+                            g_n = grad[n]
+                            h_n = hs[s + 1, n]
+                            h_prev = hs[s, n]
+                            decay_n = decays[s, n]
+                            a_n = rates[n]
+                            ga_n = grad_a[n]
+                            b_n = b_t[n]
+                            c_n = c_t[n]
+                            for j in range(width):
+                                grad_h[j] = g_n[j] + dy[j] * c_n
+                            acc = zero
+                            for j in range(width):
+                                acc += dy[j] * h_n[j]
+                            dC_t[n] += acc
+                            acc = zero
+                            for j in range(width):
+                                acc += grad_h[j] * drive[j]
+                            dB_t[n] += acc
+                            for j in range(width):
+                                d_u[j] += grad_h[j] * b_n
+                            for j in range(width):
+                                carried[j] = grad_h[j] * decay_n[j] * h_prev[j]
+                            for j in range(width):
+                                ga_n[j] += carried[j] * dt[j]
+                            for j in range(width):
+                                d_dt[j] += carried[j] * a_n[j]
+                            for j in range(width):
+                                g_n[j] = grad_h[j] * decay_n[j]
+                        du_t = du_rows[row]
+                        ddelta_t = ddelta_rows[row]
+                        slope = slopes[row]
+                        for j in range(width):
+                            du_t[j] += dy[j] * skip[j] + dt[j] * d_u[j]
+                        for j in range(width):
+                            d_dt[j] = (d_dt[j] + ut[j] * d_u[j]) * slope[j]
+                        for j in range(width):
+                            ddelta_t[j] += d_dt[j]
+                        for j in range(width):
+                            d_bias[j] += d_dt[j]
+                for j in range(width):
+                    dD[b, p, first + j] += d_skip[j]
+                    dbias[b, p, first + j] += d_bias[j]
                     for n in range(state):
-                        dA[b, p, c, n] += grad_a[n]
-                    dD[b, p, c] += d_skip
-                    dbias[b, p, c] += d_bias
-                _scatter(dus, du, b, ku, rows[k], first, width, True)
-                _scatter(ddeltas, ddelta, b, kd, rows[k], first, width, True)
-                if has_z:
-                    _scatter(dzs, dz, b, kz, perm[k], first, width, True)
+                        dA[b, p, first + j, n] += grad_a[n, j]
+                if own_u or k == directions - 1:
+                    _store(du_rows, du, b, k if own_u else 0, first, width)
+                if delta.shape[1] > 1 or k == directions - 1:
+                    _store(ddelta_rows, ddelta, b, k if delta.shape[1] > 1 else 0, first, width)
+                if has_z and (own_z or k == directions - 1):
+                    _store(dz_rows, dz, b, k if own_z else 0, first, width)
 
 
 def _signatures(float_type: str) -> tuple[str, str]:
@@ -477,7 +533,7 @@ def _use_torch_threads() -> int:
 
 def _blocks(batch: int, inner: int, threads: int) -> int:
     """Channel blocks per batch entry: enough tasks to keep every thread busy, no more (each has its dB/dC)."""
-    return max(1, min(-(-inner // SUB), -(-4 * threads // batch)))
+    return max(1, min(-(-inner // LANES), -(-4 * threads // batch)))
 
 
 def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
