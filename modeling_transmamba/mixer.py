@@ -19,8 +19,10 @@ NUM_MOVES = 5
 
 @lru_cache(maxsize=64)
 def _orders(directions: tuple[str, ...], height: int, width: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    perm = scan_permutations(list(directions), height, width, length)
-    return perm, move_codes(perm, width)
+    # Cached across calls: made outside inference mode, or a first call under it would poison later training.
+    with torch.inference_mode(False):
+        perm = scan_permutations(list(directions), height, width, length)
+        return perm, move_codes(perm, width)
 
 
 def _causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -91,3 +91,15 @@ def test_mixer_equals_channel_major_mixer(preset, overrides, grid, length, backe
     names = ["hidden", *(name for name, _ in mixer.named_parameters())]
     for name, grad, ref in zip(names, grads, ref_grads, strict=True):
         assert rel_err(grad, ref) < 1e-4, name
+
+
+def test_training_after_an_inference_mode_call():
+    """The scan orders are cached: built under inference mode they would be unusable for autograd later."""
+    mixer = make_mixer(tiny_config("pmamba-t", scan_backend="sequential"))
+    hidden = torch.randn(1, 12, mixer.config.hidden_size)
+    _orders.cache_clear()
+    with torch.inference_mode():
+        mixer(hidden, (3, 4))
+    out, _ = mixer(hidden.requires_grad_(), (3, 4))
+    out.sum().backward()
+    assert hidden.grad is not None and torch.isfinite(hidden.grad).all()
