@@ -69,6 +69,7 @@ class Result:
     params_m: float | None = None
     detail: str = ""
     busy_cores_before: float | None = None  # other processes' CPU use just before the case started
+    load_1m: float | None = None  # the 1-minute load average (as `uptime` shows it) when the case started
 
 
 # ----------------------------------------------------------------------------------------------- worker side
@@ -391,13 +392,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for case in plan(args):
         others = wait_for_quiet(args.settle)
+        load = os.getloadavg()[0]
         result = measure(case, args)
         result.busy_cores_before = round(others, 2)
+        result.load_1m = round(load, 2)
         results.append(result)
         shown = f"{result.median_ms:,.0f} ms, peak {result.peak_mb:,.0f} MB" if result.status == "ok" else ""
         print(
             f"  {case.mode} b{case.batch} {case.resolution}px {case.label}: {result.status} {shown} "
-            f"(other load {others:.1f} cores before)",
+            f"(other load {others:.1f} cores before, load average {load:.2f})",
             flush=True,
         )
     print()

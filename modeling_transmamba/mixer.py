@@ -12,15 +12,17 @@ from transformers import initialization as init
 
 from .configuration_transmamba import TransMambaConfig
 from .scan_orders import move_codes, scan_permutations
-from .selective_scan import selective_scan
+from .selective_scan import selective_scan_tokens
 
 NUM_MOVES = 5
 
 
 @lru_cache(maxsize=64)
 def _orders(directions: tuple[str, ...], height: int, width: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    perm = scan_permutations(list(directions), height, width, length)
-    return perm, move_codes(perm, width)
+    # Cached across calls: made outside inference mode, or a first call under it would poison later training.
+    with torch.inference_mode(False):
+        perm = scan_permutations(list(directions), height, width, length)
+        return perm, move_codes(perm, width)
 
 
 def _causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -93,8 +95,35 @@ class TransMambaMixer(nn.Module):
         if self.direction_B is not None:
             init.zeros_(self.direction_B)
 
-    def _expand(self, param: torch.Tensor) -> torch.Tensor:
-        return param.expand(self.num_directions, *param.shape[1:])
+    def _scan_inputs(
+        self, x: torch.Tensor, grid: tuple[int, int], perm: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Conv, x/dt projections: ``u, delta`` channel-major (batch, 1 or K, inner, length), ``B, C`` (batch,
+        1 or K, length, state), and ``rows``: where direction k's step t finds its token in them.
+
+        A 2-D conv runs once on the grid and every projection once per parameter set, so with shared parameters
+        (PlainMamba) nothing is computed or stored per direction: the scan reads the tokens in each order itself.
+        A 1-D causal conv runs along each direction's scan order, so there ``u`` is per direction, in scan order.
+        """
+        batch, length, inner = x.shape
+        if self.config.conv_dim == 2:
+            image = x.transpose(1, 2).reshape(batch, inner, *grid)
+            u = F.silu(self.conv(image)).flatten(2).unsqueeze(1)  # (batch, 1, inner, length), raster order
+            rows = perm
+        else:
+            k = self.num_directions
+            index = perm[None, :, None, :].expand(batch, k, inner, length)
+            xs = x.transpose(1, 2).unsqueeze(1).expand(batch, k, inner, length).gather(3, index)
+            weight, bias = self.conv.weight, self.conv.bias
+            if weight.shape[0] != k * inner:
+                weight = weight.repeat(k, 1, 1)
+                bias = bias.repeat(k) if bias is not None else None
+            u = _causal_conv1d(xs.reshape(batch, k * inner, length), weight, bias).view(batch, k, inner, length)
+            rows = torch.arange(length, device=perm.device).expand_as(perm)
+        projected = torch.matmul(self.x_proj_weight, u)  # (batch, sets, R + 2N, length)
+        dt_low, B, C = projected.split([self.rank, self.state, self.state], dim=2)
+        delta = torch.matmul(self.dt_proj_weight, dt_low)  # (batch, sets, inner, length)
+        return u, delta, B.transpose(2, 3), C.transpose(2, 3), rows
 
     def forward(
         self,
@@ -108,50 +137,39 @@ class TransMambaMixer(nn.Module):
         hidden) in that direction's scan order; the contributions sum to the output.
         """
         batch, length, _ = hidden_states.shape
-        k, inner = self.num_directions, self.inner
+        k = self.num_directions
         perm, codes = _orders(self.directions, grid[0], grid[1], length)
         perm, codes = perm.to(hidden_states.device), codes.to(hidden_states.device)
-        index = perm.reshape(-1)
 
-        x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
-        if self.config.conv_dim == 2:
-            image = x.transpose(1, 2).reshape(batch, inner, grid[0], grid[1])
-            x = F.silu(self.conv(image)).flatten(2).transpose(1, 2)
-        # (batch, directions * inner, length): each direction's tokens in its scan order.
-        xs, zs = (
-            t.index_select(1, index).view(batch, k, length, inner).permute(0, 1, 3, 2).reshape(batch, k * inner, length)
-            for t in (x, z)
-        )
-        if self.config.conv_dim == 1:
-            weight, bias = self.conv.weight, self.conv.bias
-            if weight.shape[0] != k * inner:
-                weight = weight.repeat(k, 1, 1)
-                bias = bias.repeat(k) if bias is not None else None
-            xs = _causal_conv1d(xs, weight, bias)
-
-        projected = torch.einsum("bkel,kre->bkrl", xs.view(batch, k, inner, length), self._expand(self.x_proj_weight))
-        dt_low, B, C = projected.split([self.rank, self.state, self.state], dim=2)
-        dt = torch.einsum("bkrl,ker->bkel", dt_low, self._expand(self.dt_proj_weight)).reshape(batch, k * inner, length)
+        x, z = self.in_proj(hidden_states).chunk(2, dim=-1)  # token-major views, read in place by the scan
+        u, delta, B, C, rows = self._scan_inputs(x, grid, perm)
+        # B, C are small (state-sized): materialise them per direction, in scan order.
+        index = rows[None, :, :, None].expand(batch, k, length, self.state)
+        B = B.expand(batch, k, length, self.state).gather(2, index)
+        C = C.expand(batch, k, length, self.state).gather(2, index)
         if self.direction_B is not None:
-            B = B + self.direction_B[codes].transpose(1, 2)
-        y = selective_scan(
-            xs,
-            dt,
-            -torch.exp(self._expand(self.A_log).float()).reshape(k * inner, self.state),
-            B.contiguous(),
-            C.contiguous(),
-            self._expand(self.D).reshape(-1),
-            z=zs,
-            delta_bias=self._expand(self.dt_proj_bias).reshape(-1),
+            B = B + self.direction_B[codes]
+        y = selective_scan_tokens(
+            u.transpose(2, 3),
+            delta.transpose(2, 3),
+            -torch.exp(self.A_log.float()),
+            B,
+            C,
+            self.D,
+            z.unsqueeze(1),
+            self.dt_proj_bias,
+            perm,
+            rows,
             delta_softplus=True,
+            separate=output_direction_outputs,
             backend=self.config.scan_backend,
-        )
-        y = y.view(batch, k, inner, length).transpose(2, 3)  # (batch, directions, length, inner), scan order
+        )  # (batch, 1 or directions, length, inner) at the tokens' raster positions
         scale = 1.0 / k if self.config.combine_directions == "mean" else 1.0
-        combined = y.new_zeros(batch, length, inner).index_add(1, index, y.reshape(batch, k * length, inner))
-        output = self.out_proj(combined * scale)
+        combined = y.sum(1) if output_direction_outputs else y[:, 0]
+        output = self.out_proj(combined * scale if scale != 1.0 else combined)
         if not output_direction_outputs:
             return output, None
+        y = y.gather(2, perm[None, :, :, None].expand_as(y))  # each direction in its scan order
         # Through out_proj itself, so adapters on it (LoRA) count too; each direction then keeps 1/k of the bias.
         directions = self.out_proj(y * scale)
         if self.out_proj.bias is not None:

@@ -176,12 +176,17 @@ def _cuda_scan():
 
 
 @cache
-def _numba_scan():
+def _numba_module():
     try:
-        from .selective_scan_numba import selective_scan_numba
+        from . import selective_scan_numba
     except ImportError:
         return None
     return selective_scan_numba
+
+
+def _numba_scan():
+    module = _numba_module()
+    return None if module is None else module.selective_scan_numba
 
 
 def resolve_backend(requested: str, device: torch.device) -> str:
@@ -227,3 +232,67 @@ def selective_scan(
     if name == "chunked":
         return selective_scan_chunked(*args)
     return selective_scan_sequential(*args)
+
+
+def _tokens_via_channels(u, delta, A, B, C, D, z, delta_bias, perm, rows, delta_softplus, separate, backend):
+    """The token-major scan through the channel-major backends: gather every direction into scan order, scan,
+    put the outputs back at their tokens' positions. Exact, but it materialises K copies of the inputs."""
+    batch, _, length, inner = u.shape
+    directions = perm.shape[0]
+    expanded = (batch, directions, length, inner)
+
+    def channels(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        index = order[None, :, :, None].expand(expanded)
+        return x.expand(expanded).gather(2, index).transpose(2, 3).reshape(batch, directions * inner, length)
+
+    def per_channel(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.expand(directions, *x.shape[1:]).reshape(directions * inner, *x.shape[2:])
+
+    y = selective_scan(
+        channels(u, rows),
+        channels(delta, rows),
+        per_channel(A),
+        B.transpose(2, 3),
+        C.transpose(2, 3),
+        per_channel(D),
+        z=None if z is None else channels(z, perm),
+        delta_bias=per_channel(delta_bias),
+        delta_softplus=delta_softplus,
+        backend=backend,
+    )
+    y = y.view(batch, directions, inner, length).transpose(2, 3)
+    y = y.gather(2, perm.argsort(dim=1)[None, :, :, None].expand(expanded))  # scan order -> token positions
+    return y if separate else y.sum(1, keepdim=True)
+
+
+def selective_scan_tokens(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    perm: torch.Tensor,
+    rows: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    separate: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """K scan directions over one token sequence, straight from token-major tensors (what the mixer calls).
+
+    ``u, delta, z``: (batch, 1 or K, length, channels), any strides; one slot means shared by all directions.
+    Direction ``k`` reads ``z`` at ``perm[k, t]`` and ``u, delta`` at ``rows[k, t]`` at step ``t`` (``rows``
+    defaults to ``perm``; an identity row means that input is already in scan order). ``A``: (1 or K, channels,
+    state); ``D, delta_bias``: (1 or K, channels); ``B, C``: (batch, K, length, state) in scan order.
+    Returns (batch, 1, length, channels), the directions' outputs summed at each token's position, or with
+    ``separate`` (batch, K, length, channels), one slot per direction, still at token positions.
+    The numba backend reads these layouts directly; the others go through ``selective_scan`` on gathered copies.
+    """
+    rows = perm if rows is None else rows
+    if resolve_backend(backend, u.device) == "numba":
+        return _numba_module().selective_scan_numba_tokens(
+            u, delta, A, B, C, D, z, delta_bias, perm, rows, delta_softplus, separate
+        )
+    return _tokens_via_channels(u, delta, A, B, C, D, z, delta_bias, perm, rows, delta_softplus, separate, backend)
