@@ -6,6 +6,8 @@ import os
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .card import CITATION
+
 BODY = """
 # {title}
 
@@ -42,14 +44,7 @@ initialised.
 
 ## Citation
 
-```bibtex
-@article{{chen2025transmamba,
-  title={{TransMamba: Fast Universal Architecture Adaption from Transformers to Mamba}},
-  author={{Chen, Xiuwei and others}},
-  journal={{arXiv preprint arXiv:2502.15130}},
-  year={{2025}}
-}}
-```
+{citation}
 """
 
 
@@ -91,6 +86,7 @@ def stage1_card(
     )
     counts = {status: summary.get(status, {}).get("tensors", 0) for status in ("copied", "sliced", "initialised")}
     body = BODY.format(
+        citation=CITATION,
         title=repo_id.split("/")[-1] if repo_id else f"TransMamba {student_spec} from {base_model or teacher}",
         family=family,
         teacher=base_model or teacher,
@@ -147,14 +143,7 @@ The modeling code ships in this repository (pure PyTorch; uses the `mamba_ssm` C
 
 ## Citation
 
-```bibtex
-@article{{chen2025transmamba,
-  title={{TransMamba: Fast Universal Architecture Adaption from Transformers to Mamba}},
-  author={{Chen, Xiuwei and others}},
-  journal={{arXiv preprint arXiv:2502.15130}},
-  year={{2025}}
-}}
-```
+{citation}
 """
 
 GEMMA_NOTICE = """Gemma is provided under and subject to the Gemma Terms of Use found at https://ai.google.dev/gemma/terms.
@@ -185,6 +174,7 @@ def stage1_vlm_card(
         tags=["transmamba", "mamba", "llava", "vision-language", "image-text-to-text", "subcloning", "stage-1"],
     )
     body = VLM_BODY.format(
+        citation=CITATION,
         title=repo_id.split("/")[-1] if repo_id else f"TransLlavaMamba from {base_model or teacher}",
         teacher=base_model or teacher,
         teacher_class=teacher_class,
