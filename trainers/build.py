@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
-from transformers import PreTrainedModel, TrainingArguments
+from transformers import IntervalStrategy, PreTrainedModel, TrainingArguments
 
 from .trainer import DistillationTrainer
 from .wrapper import DistillationModel, build_distiller
@@ -39,3 +39,12 @@ def build_trainer(
     return DistillationTrainer(
         model=model, args=training_args, train_dataset=train_dataset, teacher=teacher, **trainer_kwargs
     )
+
+
+def train_and_export(trainer: DistillationTrainer) -> DistillationTrainer:
+    """Train (resuming when asked), write the clean student to ``output_dir``, evaluate once if no eval ran."""
+    trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
+    trainer.save_model()
+    if trainer.args.eval_strategy == IntervalStrategy.NO:
+        trainer.evaluate()
+    return trainer

@@ -19,7 +19,6 @@ from transformers import (
     AutoModel,
     AutoModelForImageClassification,
     HfArgumentParser,
-    IntervalStrategy,
     PreTrainedModel,
     TrainingArguments,
     set_seed,
@@ -27,7 +26,7 @@ from transformers import (
 from transmamba.modeling_transmamba import TransMambaConfig, TransMambaForImageClassification
 
 from .args import DistillationArguments
-from .build import build_trainer
+from .build import build_trainer, train_and_export
 from .inputs import accuracy, image_transform, num_classes, pick_splits, resolve_columns
 
 logger = logging.getLogger("transmamba.train")
@@ -175,11 +174,7 @@ def run(args: DistillationArguments, training_args: TrainingArguments, data: Dat
         processing_class=processor,
         compute_metrics=accuracy,
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()
-    if training_args.eval_strategy == IntervalStrategy.NO:
-        trainer.evaluate()
-    return trainer
+    return train_and_export(trainer)
 
 
 def main(argv: list[str] | None = None) -> int:

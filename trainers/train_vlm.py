@@ -18,7 +18,6 @@ from transformers import (
     AutoModelForImageTextToText,
     AutoProcessor,
     HfArgumentParser,
-    IntervalStrategy,
     PretrainedConfig,
     TrainingArguments,
     set_seed,
@@ -28,6 +27,7 @@ from transmamba.modeling_transmamba import TransLlavaMambaConfig, TransLlavaMamb
 from transmamba.image_text import LlavaCollator, LlavaConversationEncoder, conversation_column, load_image_text_dataset
 
 from .args import VlmDistillationArguments
+from .build import train_and_export
 from .inputs import pick_splits
 from .llava_distill import LlavaDistillationModel
 from .trainer import DistillationTrainer
@@ -121,11 +121,7 @@ def run(args: VlmDistillationArguments, training_args: TrainingArguments, data: 
         processing_class=processor,
         teacher=teacher,
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()
-    if training_args.eval_strategy == IntervalStrategy.NO:
-        trainer.evaluate()
-    return trainer
+    return train_and_export(trainer)
 
 
 def main(argv: list[str] | None = None) -> int:
