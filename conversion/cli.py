@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 import transformers
 from datasets import DatasetDict
-from huggingface_hub.utils import validate_repo_id
 from transformers import AutoConfig, PretrainedConfig
 from transformers.image_utils import (
     IMAGENET_DEFAULT_MEAN,
@@ -25,7 +24,7 @@ from ..data import load_image_dataset, pixel_batches, processor_for_size
 from ..model_cards.stage1 import GEMMA_NOTICE, stage1_card, stage1_vlm_card, teacher_license
 from ..modeling_transmamba import TransMambaConfig
 from .export import REPORT_NAME, check_output, write_model_folder
-from .hub import publish
+from .hub import check_push_options, publish
 from .importance import METHODS, NEEDS_DATA, select_indices
 from .llava import CONV_INITS, MIXER_INITS, STUDENT_PRESET, is_multimodal, load_processor, parse_student, subclone_llava
 from .student_spec import parse_student_spec, student_config_for
@@ -187,15 +186,9 @@ class _Checked:
 
 def _check_common(args: argparse.Namespace) -> None:
     """Checks shared by image and LLaVA teachers: publishing arguments and the output folder."""
-    if args.dry_run and not args.push_to_hub:
-        raise ValueError("--dry-run lists what --push-to-hub would upload; pass --push-to-hub ORG/NAME too.")
+    check_push_options(args.push_to_hub, args.dry_run)
     if args.num_batches < 1 or args.batch_size < 1 or (args.num_labels is not None and args.num_labels < 1):
         raise ValueError("--num-batches, --batch-size and --num-labels must be at least 1.")
-    if args.push_to_hub:
-        try:
-            validate_repo_id(args.push_to_hub)
-        except ValueError as error:
-            raise ValueError(f"--push-to-hub {args.push_to_hub!r} is not a repo id like org/name ({error}).") from None
     check_output(args.output, args.overwrite)
 
 

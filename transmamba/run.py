@@ -471,15 +471,9 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--image-size {size} must be a multiple of --patch-size {args.patch_size}.")
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}.")
-    if args.dry_run and not args.push_to_hub:
-        raise ValueError("--dry-run lists what --push-to-hub would upload; pass --push-to-hub ORG/NAME too.")
-    if args.push_to_hub:
-        from huggingface_hub.utils import validate_repo_id
+    from .conversion.hub import check_push_options
 
-        try:
-            validate_repo_id(args.push_to_hub)
-        except ValueError as error:
-            raise ValueError(f"--push-to-hub {args.push_to_hub!r} is not a repo id like org/name ({error}).") from None
+    check_push_options(args.push_to_hub, args.dry_run)
 
 
 def pipeline(args: argparse.Namespace) -> dict:
