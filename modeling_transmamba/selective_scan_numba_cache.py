@@ -101,12 +101,15 @@ class SourceKeyedCache(FunctionCache):
     def has(self, signature: str, dispatcher) -> bool:
         """Whether a compiled ``signature`` for this CPU is stored (then numba loads it instead of compiling)."""
         key = self._index_key(signature, dispatcher.targetctx.codegen())
-        return key in self._cache_file._load_index()
+        try:
+            return key in self._cache_file._load_index()
+        except (OSError, EOFError, ValueError):  # no readable cache: it will compile
+            return False
 
     def load_overload(self, sig, target_context):
         try:
             return super().load_overload(sig, target_context)
-        except (ImportError, AttributeError, EOFError, ValueError) as error:  # an unreadable entry: compile again
+        except (OSError, ImportError, AttributeError, EOFError, ValueError) as error:  # unreadable: compile again
             logger.info("transmamba: ignoring the cached kernel %s (%s)", self.cache_path, error)
             return None
 
