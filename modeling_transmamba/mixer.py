@@ -12,17 +12,30 @@ from transformers import initialization as init
 
 from .configuration_transmamba import TransMambaConfig
 from .scan_orders import move_codes, scan_permutations
-from .selective_scan import selective_scan_tokens
+from .selective_scan import is_tracing, selective_scan_tokens
 
 NUM_MOVES = 5
 
 
-@lru_cache(maxsize=64)
-def _orders(directions: tuple[str, ...], height: int, width: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    # Cached across calls: made outside inference mode, or a first call under it would poison later training.
+Orders = tuple[torch.Tensor, torch.Tensor]  # (perm, move codes)
+
+
+def _make_orders(directions: tuple[str, ...], height: int, width: int, length: int) -> Orders:
+    # Made outside inference mode, or a first (cached) call under it would poison later training.
     with torch.inference_mode(False):
         perm = scan_permutations(list(directions), height, width, length)
         return perm, move_codes(perm, width)
+
+
+_cached_orders = lru_cache(maxsize=64)(_make_orders)
+
+
+def _orders(directions: tuple[str, ...], height: int, width: int, length: int) -> Orders:
+    """Scan orders and move codes, cached across calls; never cached while tracing (torch.export, ONNX), where
+    they are the tracer's fake tensors and would poison every later eager call."""
+    if is_tracing():
+        return _make_orders(directions, height, width, length)
+    return _cached_orders(directions, height, width, length)
 
 
 class CausalConv1d(nn.Conv1d):
