@@ -92,6 +92,14 @@ class TransLlavaMambaEmbedding(nn.Embedding):
         return embeds * torch.tensor(self.scale, dtype=self.weight.dtype, device=embeds.device)
 
 
+def _selected_hidden_states(requested: bool | int | list[int] | None, count: int) -> set[int]:
+    """The indices of the ``count`` hidden states to return (empty: none)."""
+    if requested is None or isinstance(requested, bool):
+        return set(range(count)) if requested else set()
+    indices = [requested] if isinstance(requested, int) else list(requested)
+    return {i % count for i in indices if -count <= i < count}
+
+
 class TransLlavaMambaMLP(nn.Module):
     """LLaMA's gated MLP: ``down(act(gate(x)) * up(x))``."""
 
@@ -327,15 +335,18 @@ class TransLlavaMambaLanguageModel(nn.Module):
         image_mask: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         cache: TransLlavaMambaCache | None = None,
-        output_hidden_states: bool = False,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        output_hidden_states: bool | int | list[int] | None = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...] | None]:
+        """``output_hidden_states``: all of them (True), none, or transformers 5's selection (an index or a list,
+        negative from the end): the tuple keeps its full length with None where nothing was asked."""
         length = inputs_embeds.shape[1]
+        keep = _selected_hidden_states(output_hidden_states, len(self.layers) + 1)
         if attention_mask is not None:
             attention_mask = attention_mask[:, -length:]  # generate passes the mask of the whole sequence
             if bool(attention_mask.all()):
                 attention_mask = None
         hidden = inputs_embeds
-        all_hidden = [hidden] if output_hidden_states else None
+        all_hidden = [hidden] if keep else None
         for layer in self.layers:
             hidden = layer(hidden, image_mask, attention_mask, cache)
             if all_hidden is not None:
@@ -345,4 +356,6 @@ class TransLlavaMambaLanguageModel(nn.Module):
             all_hidden[-1] = hidden  # LLaMA convention: the last entry is after the final norm
         if cache is not None:
             cache.seen_tokens += length
-        return hidden, tuple(all_hidden) if all_hidden is not None else None
+        if all_hidden is None:
+            return hidden, None
+        return hidden, tuple(h if i in keep else None for i, h in enumerate(all_hidden))

@@ -334,7 +334,7 @@ def test_gemma3_vlm_teacher_keeps_its_pooled_projector_and_meaning(tmp_path):
         input_ids=torch.tensor([[2, 5, 61, *[IMAGE_TOKEN] * 4, 62, 7, 8]]), pixel_values=torch.randn(1, 3, 16, 16)
     )
     with torch.no_grad():
-        assert torch.equal(student.get_image_features(inputs["pixel_values"]),
+        assert torch.equal(student.get_image_features(inputs["pixel_values"]).pooler_output,
                            teacher.model.get_image_features(inputs["pixel_values"]).pooler_output)  # fmt: skip
     mask = torch.ones_like(inputs["input_ids"])
     cached = student.generate(**inputs, attention_mask=mask, max_new_tokens=5, do_sample=False)
