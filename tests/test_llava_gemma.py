@@ -297,7 +297,8 @@ def test_compose_joins_a_vision_tower_and_a_gemma_lm_into_a_llava_teacher(tmp_pa
         assert torch.equal(teacher.model.vision_tower.state_dict()[key], value), key
     processor = AutoProcessor.from_pretrained(tmp_path / "llava")
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8))
-    inputs = processor(images=image, text="The <unused0> is", return_tensors="pt")
+    assert summary["image_token"] == "<image> = 6"  # spelt as LLaVA users type it, same id as <unused0>
+    inputs = processor(images=image, text="The <image> is", return_tensors="pt")
     assert inputs["input_ids"].tolist() == [[4, 6, 6, 6, 6, 7]] and inputs["pixel_values"].shape[-1] == 14
     with torch.no_grad():
         assert teacher(**inputs).logits.shape == (1, 6, 64)

@@ -1,6 +1,6 @@
 """accelerate big-model loading: a student with its weights offloaded to disk (all of them, or only the layers)
-gives the plain load's outputs (and generations). Each module must read its weights only in its own forward, where the offload hook
-has just loaded them; a read from outside sees the empty `meta` tensor (ViM's conv path returned NaN)."""
+gives the plain load's outputs (and generations). Each module must read its weights only in its own forward, where
+the offload hook has just loaded them; a read from outside sees the empty `meta` tensor (ViM's conv path: NaN)."""
 
 from __future__ import annotations
 
