@@ -10,6 +10,11 @@ measured in the same run, because absolute times on a shared machine are noisy.
     python benchmarks/bench_students.py                          # batch 8 forward, 224/448/896 px
     python benchmarks/bench_students.py --backends numba --batch-sizes 1 8 --backward --include-1792 \
         --json benchmarks/results.json
+    python benchmarks/bench_students.py --remote-code --models pmamba-t vim-t --backends numba \
+        --resolutions 224 896 --batch-sizes 1 8      # installed class vs an exported folder's code, A/B interleaved
+
+With ``--remote-code`` every student case also runs from a saved model folder's own copy of the code (what
+``trust_remote_code=True`` loads from the Hub), right after the installed class's run of the same case.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import transformers
 from transformers import DeiTConfig, DeiTModel, MambaConfig, MambaModel
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
 from transmamba.modeling_transmamba import TransMambaConfig, TransMambaForImageClassification
 from transmamba.modeling_transmamba.selective_scan import resolve_backend
 
@@ -48,10 +54,12 @@ class Case:
     resolution: int
     batch: int
     backward: bool
+    folder: str = ""  # a saved model folder: the student runs that folder's remote code, not the installed class
 
     @property
     def label(self) -> str:
-        return self.model if self.backend == "-" else f"{self.model} [{self.backend}]"
+        name = self.model if self.backend == "-" else f"{self.model} [{self.backend}]"
+        return f"{name} (remote code)" if self.folder else name
 
     @property
     def mode(self) -> str:
@@ -96,11 +104,30 @@ def _build(case: Case):
         )
         model = MambaModel(config)
         inputs = {"inputs_embeds": torch.randn(case.batch, grid * grid + 1, 192), "use_cache": False}
+    elif case.folder:  # built like the installed class below (fresh weights), so only the code differs
+        remote = remote_class(case.folder)
+        model = remote(remote.config_class.from_pretrained(case.folder))
+        inputs = {"pixel_values": torch.randn(case.batch, 3, case.resolution, case.resolution)}
     else:
         config = TransMambaConfig.from_preset(case.model, image_size=case.resolution, scan_backend=case.backend)
         model = TransMambaForImageClassification(config)
         inputs = {"pixel_values": torch.randn(case.batch, 3, case.resolution, case.resolution)}
     return model.eval(), inputs
+
+
+def remote_class(folder: str):
+    """The folder's own copy of the classifier class, as trust_remote_code loads it (our installed package has
+    registered its classes with the Auto classes, so AutoModel would resolve to those instead)."""
+    return get_class_from_dynamic_module("modeling_transmamba.TransMambaForImageClassification", folder)
+
+
+def save_remote_folder(case: Case, root: str) -> str:
+    """A saved student folder (config, weights, code) for ``case``; the worker runs its code (and config)."""
+    folder = os.path.join(root, f"{case.model}-{case.resolution}-{case.backend}")
+    if not os.path.isdir(folder):
+        config = TransMambaConfig.from_preset(case.model, image_size=case.resolution, scan_backend=case.backend)
+        TransMambaForImageClassification(config).save_pretrained(folder)
+    return folder
 
 
 def _current_rss_mb() -> float:
@@ -123,7 +150,7 @@ def _prime_kernels(case: Case) -> None:
     if case.model not in STUDENTS:
         return
     config = TransMambaConfig.from_preset(case.model, image_size=32, num_hidden_layers=1, scan_backend=case.backend)
-    model = TransMambaForImageClassification(config)
+    model = (remote_class(case.folder) if case.folder else TransMambaForImageClassification)._from_config(config)
     out = model(torch.randn(1, 3, 32, 32))
     if case.backward:
         out.logits.sum().backward()
@@ -170,8 +197,15 @@ def run_case(case: Case, threads: int, repeats: int, budget_s: float) -> Result:
         cpu_ms=round(statistics.median(cpu_times[1:]), 1),
         peak_mb=max(0.0, _peak_rss_mb() - baseline),
         params_m=round(params, 2),
-        detail=f"warm-up (batch 1) {warm_ms:.0f} ms",
+        detail=f"warm-up (batch 1) {warm_ms:.0f} ms{_scan_used(model)}",
     )
+
+
+def _scan_used(model) -> str:
+    """For a student: the scan backends its own dispatcher module used (proves the remote copy ran numba)."""
+    package = type(model).__module__.rsplit(".", 1)[0]
+    dispatcher = sys.modules.get(package + ".selective_scan")
+    return f"; {type(model).__module__}: {sorted(dispatcher._announced)}" if dispatcher is not None else ""
 
 
 def _worker(payload: str) -> int:
@@ -276,7 +310,11 @@ def plan(args: argparse.Namespace) -> list[Case]:
             for resolution in args.resolutions:
                 for model in args.models:
                     backends = args.backends if model in STUDENTS else ["-"]
-                    cases.extend(Case(model, backend, resolution, batch, backward) for backend in backends)
+                    for backend in backends:
+                        case = Case(model, backend, resolution, batch, backward)
+                        cases.append(case)
+                        if args.remote_code and model in STUDENTS:  # A/B: the folder's code right after
+                            cases.append(replace(case, folder=save_remote_folder(case, args.remote_root)))
     return cases
 
 
@@ -325,12 +363,30 @@ def markdown_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def remote_ratios(results: list[Result]) -> str:
+    """Remote-code folder / installed class, per case run both ways (median and best wall time, CPU time)."""
+    installed = {replace(r.case, folder=""): r for r in results if not r.case.folder and r.status == "ok"}
+    lines = [
+        "| mode | batch | px | model | remote / installed (median) | (best) | (CPU) |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for r in results:
+        base = installed.get(replace(r.case, folder=""))
+        if r.case.folder and r.status == "ok" and base is not None:
+            c = r.case
+            cells = [c.mode, c.batch, c.resolution, f"{c.model} [{c.backend}]", f"{r.median_ms / base.median_ms:.3f}",
+                     f"{min(r.times_ms) / min(base.times_ms):.3f}", f"{r.cpu_ms / base.cpu_ms:.3f}"]  # fmt: skip
+            lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    return "\n".join(lines)
+
+
 def reprint(path: str) -> str:
     """The machine line and table of a results file written with --json."""
     with open(path) as handle:
         data = json.load(handle)
     results = [Result(**dict(r, case=Case(**r["case"]))) for r in data["results"]]
-    return f"{data['machine']}\n\n{markdown_table(results)}\n"
+    remote = "\n" + remote_ratios(results) + "\n" if any(r.case.folder for r in results) else ""
+    return f"{data['machine']}\n\n{markdown_table(results)}\n{remote}"
 
 
 def machine_line(threads: int) -> str:
@@ -358,6 +414,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--settle", type=float, default=20.0, help="max seconds to wait for an idle machine before each case"
     )
+    parser.add_argument(
+        "--remote-code", action="store_true", help="also run each student from a saved folder's remote code (A/B)"
+    )
+    parser.add_argument("--remote-root", default="/tmp/transmamba-bench-folders", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="smoke test: 64/128 px, batch 2, one run each")
     parser.add_argument("--json", help="also write the results to this JSON file (input of plot_resolution.py)")
     parser.add_argument("--table", nargs="+", metavar="JSON", help="only print the table of earlier --json files")
@@ -405,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print()
     print(markdown_table(results))
+    if args.remote_code:
+        print("\n" + remote_ratios(results))
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"machine": header, "results": [asdict(r) for r in results]}, out, indent=1)

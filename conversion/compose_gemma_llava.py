@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -116,6 +117,9 @@ def compose(
     teacher.model.language_model.load_state_dict(language.model.state_dict())
     teacher.lm_head.load_state_dict(language.lm_head.state_dict())
 
+    tokenizer = spell_image_token_as_llava(tokenizer, image_token)
+    if tokenizer.convert_tokens_to_ids(LLAVA_IMAGE_TOKEN) == token_id:
+        image_token = LLAVA_IMAGE_TOKEN
     ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
     expected, actual = language(input_ids=ids).logits, teacher(input_ids=ids).logits
     text_error = ((actual - expected).abs().max() / expected.abs().max()).item()
@@ -142,6 +146,25 @@ def compose(
         "text_only_logits_rel_err_vs_language_model": text_error,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+LLAVA_IMAGE_TOKEN = "<image>"
+
+
+def spell_image_token_as_llava(tokenizer, image_token: str):
+    """The tokenizer with ``image_token`` renamed to ``<image>`` (same id), unless ``<image>`` already exists.
+
+    LLaVA users type ``USER: <image>\n...``; a vocabulary without ``<image>`` (Gemma: the placeholder is the
+    reserved ``<unused0>``) would split it into text pieces and the processor would find no image token. Renaming
+    the reserved token's surface form keeps every id, so the language model's weights need no change.
+    """
+    if LLAVA_IMAGE_TOKEN in tokenizer.get_vocab():
+        return tokenizer
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        for path in Path(folder).glob("*.json"):
+            path.write_text(path.read_text().replace(f'"{image_token}"', f'"{LLAVA_IMAGE_TOKEN}"'))
+        return AutoTokenizer.from_pretrained(folder)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,10 +29,18 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..modeling_transmamba.selective_scan import NUMBA_HINT, NUMBA_SPEEDUP
+
 RESULTS_NAME = "transmamba_results.json"
 RESULTS_FORMAT = "transmamba-results/1"
 ROLES = ("teacher", "scratch", "transmamba")
 PAPER = "https://arxiv.org/abs/2502.15130"
+# Every card's usage section says which scan runs where and what numba buys: the same hint the model logs.
+KERNELS_NOTE = (
+    "The modeling code ships with the weights: pure PyTorch, plus the `mamba_ssm` CUDA kernel on GPU when installed "
+    f"and a numba kernel on CPU. On CPU, {NUMBA_HINT.format(speedup=NUMBA_SPEEDUP)} (without numba the model says "
+    "so once); the kernel compiles once per machine, about a minute, into `~/.cache/transmamba/numba`."
+)
 
 CITATION = """```bibtex
 @article{chen2025transmamba,
@@ -259,8 +267,7 @@ model = AutoModelForImageClassification.from_pretrained("{repo}", trust_remote_c
 classifier = pipeline("image-classification", model="{repo}", trust_remote_code=True)
 ```
 
-The modeling code ships with the weights (pure PyTorch; it uses the `mamba_ssm` CUDA kernel when installed), so
-nothing else needs to be installed. `trust_remote_code=True` runs that code: read it first.
+{KERNELS_NOTE} `trust_remote_code=True` runs that code: read it first.
 
 ## Limitations
 

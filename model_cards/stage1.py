@@ -6,7 +6,7 @@ import os
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from .card import CITATION
+from .card import CITATION, KERNELS_NOTE
 
 BODY = """
 # {title}
@@ -27,7 +27,7 @@ model = AutoModelForImageClassification.from_pretrained("{repo}", trust_remote_c
 classifier = pipeline("image-classification", model="{repo}", trust_remote_code=True)
 ```
 
-The modeling code ships in this repository (pure PyTorch; uses the `mamba_ssm` CUDA kernel when installed).
+{kernels}
 
 ## How it was made
 
@@ -86,6 +86,7 @@ def stage1_card(
     )
     counts = {status: summary.get(status, {}).get("tensors", 0) for status in ("copied", "sliced", "initialised")}
     body = BODY.format(
+        kernels=KERNELS_NOTE,
         citation=CITATION,
         title=repo_id.split("/")[-1] if repo_id else f"TransMamba {student_spec} from {base_model or teacher}",
         family=family,
@@ -124,7 +125,7 @@ model = AutoModelForImageTextToText.from_pretrained("{repo}", trust_remote_code=
 processor = AutoProcessor.from_pretrained("{repo}", trust_remote_code=True)  # reads our config to find LlavaProcessor
 ```
 
-The modeling code ships in this repository (pure PyTorch; uses the `mamba_ssm` CUDA kernel when installed).
+{kernels}
 `generate()` keeps a fixed-size recurrent state per layer instead of a growing KV cache.
 
 ## How it was made
@@ -174,6 +175,7 @@ def stage1_vlm_card(
         tags=["transmamba", "mamba", "llava", "vision-language", "image-text-to-text", "subcloning", "stage-1"],
     )
     body = VLM_BODY.format(
+        kernels=KERNELS_NOTE,
         citation=CITATION,
         title=repo_id.split("/")[-1] if repo_id else f"TransLlavaMamba from {base_model or teacher}",
         teacher=base_model or teacher,

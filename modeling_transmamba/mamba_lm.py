@@ -92,6 +92,14 @@ class TransLlavaMambaEmbedding(nn.Embedding):
         return embeds * torch.tensor(self.scale, dtype=self.weight.dtype, device=embeds.device)
 
 
+def _selected_hidden_states(requested: bool | int | list[int] | None, count: int) -> set[int]:
+    """The indices of the ``count`` hidden states to return (empty: none)."""
+    if requested is None or isinstance(requested, bool):
+        return set(range(count)) if requested else set()
+    indices = [requested] if isinstance(requested, int) else list(requested)
+    return {i % count for i in indices if -count <= i < count}
+
+
 class TransLlavaMambaMLP(nn.Module):
     """LLaMA's gated MLP: ``down(act(gate(x)) * up(x))``."""
 
@@ -110,6 +118,17 @@ class TransLlavaMambaMLP(nn.Module):
 def _mask_channels(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Zero padded positions of a (batch, channels, length) tensor, so they neither drive nor read the state."""
     return x if mask is None else x * mask[:, None, :].to(x.dtype)
+
+
+class TimeStepProjection(nn.Linear):
+    """Mamba's ``dt_proj``: ``x W^T`` in the weights' dtype, then the bias added in fp32 (the scan's precision).
+
+    The bias is added here, not handed to the scan as ``delta_bias``: a module's weights are read only inside its
+    own forward, where accelerate's offload hooks have loaded them.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight).float() + self.bias.float()
 
 
 class TransLlavaMambaMixer(nn.Module):
@@ -142,14 +161,14 @@ class TransLlavaMambaMixer(nn.Module):
         self.in_proj = nn.Linear(hidden, 2 * inner, bias=False)
         self.conv1d = nn.Conv1d(inner, inner, config.conv_kernel, groups=inner, padding=config.conv_kernel - 1)
         self.x_proj = nn.Linear(inner, self.rank + 2 * self.state, bias=False)
-        self.dt_proj = nn.Linear(self.rank, inner, bias=True)
+        self.dt_proj = TimeStepProjection(self.rank, inner, bias=True)
         self.A_log = nn.Parameter(torch.empty(inner, self.state))
         self.D = nn.Parameter(torch.empty(inner))
         self.out_proj = nn.Linear(inner, hidden, bias=config.out_proj_bias)
         self.is_cross = layer_idx in config.cross_mamba_layers
         if self.is_cross:
             self.cross_x_proj = nn.Linear(inner, self.rank + 2 * self.state, bias=False)
-            self.cross_dt_proj = nn.Linear(self.rank, inner, bias=True)
+            self.cross_dt_proj = TimeStepProjection(self.rank, inner, bias=True)
             self.cross_A_log = nn.Parameter(torch.empty(inner, self.state))
 
     @torch.no_grad()
@@ -173,16 +192,17 @@ class TransLlavaMambaMixer(nn.Module):
         init.ones_(self.D)
 
     def _ssm_inputs(self, x: torch.Tensor, cross: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(dt, B, C) from the conv output ``x`` (batch, inner, length): dt (batch, inner, length), B/C (batch, 1,
-        state, length)."""
+        """(dt, B, C) from the conv output ``x`` (batch, inner, length): dt (batch, inner, length, fp32) with dt_proj's
+        bias added, B/C (batch, 1, state, length)."""
         x_proj, dt_proj = (self.cross_x_proj, self.cross_dt_proj) if cross else (self.x_proj, self.dt_proj)
         dt_low, B, C = x_proj(x.transpose(1, 2)).split([self.rank, self.state, self.state], dim=-1)
-        dt = F.linear(dt_low, dt_proj.weight).transpose(1, 2)
+        dt = dt_proj(dt_low).transpose(1, 2)
         return dt, B.transpose(1, 2).unsqueeze(1), C.transpose(1, 2).unsqueeze(1)
 
     def _cross_delta(self, dt: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """Image positions get softplus(dt + bias); text positions get exactly 0 (memory kept, nothing written)."""
-        delta = F.softplus(dt.float() + self.cross_dt_proj.bias.float()[:, None])
+        """Image positions get softplus(dt) (bias included); text positions get exactly 0 (memory kept, nothing
+        written)."""
+        delta = F.softplus(dt.float())
         return delta * image[:, None, :].float()
 
     def forward(
@@ -217,8 +237,8 @@ class TransLlavaMambaMixer(nn.Module):
         A = -torch.exp(self.A_log.float())
         keep_state = cache is not None
         result = selective_scan(
-            x, dt, A, B, C, self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True,
-            return_last_state=keep_state, backend=self.config.scan_backend,
+            x, dt, A, B, C, self.D, z=z, delta_softplus=True, return_last_state=keep_state,
+            backend=self.config.scan_backend,
         )  # fmt: skip
         y, ssm_state = result if keep_state else (result, None)
         if self.is_cross and image_mask is not None and bool(image_mask.any()):
@@ -248,13 +268,13 @@ class TransLlavaMambaMixer(nn.Module):
             x = x * mask[:, None].to(x.dtype)
         window = torch.cat([cache.conv_states[self.layer_idx], x[..., None]], dim=-1)
         cache.conv_states[self.layer_idx] = window[..., 1:]
-        x = F.silu((window * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)
+        x = F.silu(self.conv1d(window)[..., self.conv_kernel - 1])  # the conv's output at the newest token
         if mask is not None:
             x = x * mask[:, None].to(x.dtype)
         dt, B, C = self._ssm_inputs(x[..., None], cross=False)
         y, cache.ssm_states[self.layer_idx] = selective_state_step(
             cache.ssm_states[self.layer_idx], x, dt[..., 0], -torch.exp(self.A_log.float()), B[..., 0], C[..., 0],
-            self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True,
+            self.D, z=z, delta_softplus=True,
         )  # fmt: skip
         if self.is_cross:
             image = image if image is not None else torch.zeros_like(x[:, 0], dtype=torch.bool)
@@ -315,15 +335,18 @@ class TransLlavaMambaLanguageModel(nn.Module):
         image_mask: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         cache: TransLlavaMambaCache | None = None,
-        output_hidden_states: bool = False,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        output_hidden_states: bool | int | list[int] | None = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...] | None]:
+        """``output_hidden_states``: all of them (True), none, or transformers 5's selection (an index or a list,
+        negative from the end): the tuple keeps its full length with None where nothing was asked."""
         length = inputs_embeds.shape[1]
+        keep = _selected_hidden_states(output_hidden_states, len(self.layers) + 1)
         if attention_mask is not None:
             attention_mask = attention_mask[:, -length:]  # generate passes the mask of the whole sequence
             if bool(attention_mask.all()):
                 attention_mask = None
         hidden = inputs_embeds
-        all_hidden = [hidden] if output_hidden_states else None
+        all_hidden = [hidden] if keep else None
         for layer in self.layers:
             hidden = layer(hidden, image_mask, attention_mask, cache)
             if all_hidden is not None:
@@ -333,4 +356,6 @@ class TransLlavaMambaLanguageModel(nn.Module):
             all_hidden[-1] = hidden  # LLaMA convention: the last entry is after the final norm
         if cache is not None:
             cache.seen_tokens += length
-        return hidden, tuple(all_hidden) if all_hidden is not None else None
+        if all_hidden is None:
+            return hidden, None
+        return hidden, tuple(h if i in keep else None for i, h in enumerate(all_hidden))

@@ -12,30 +12,48 @@ from transformers import initialization as init
 
 from .configuration_transmamba import TransMambaConfig
 from .scan_orders import move_codes, scan_permutations
-from .selective_scan import selective_scan_tokens
+from .selective_scan import is_tracing, selective_scan_tokens
 
 NUM_MOVES = 5
 
 
-@lru_cache(maxsize=64)
-def _orders(directions: tuple[str, ...], height: int, width: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    # Cached across calls: made outside inference mode, or a first call under it would poison later training.
+Orders = tuple[torch.Tensor, torch.Tensor]  # (perm, move codes)
+
+
+def _make_orders(directions: tuple[str, ...], height: int, width: int, length: int) -> Orders:
+    # Made outside inference mode, or a first (cached) call under it would poison later training.
     with torch.inference_mode(False):
         perm = scan_permutations(list(directions), height, width, length)
         return perm, move_codes(perm, width)
 
 
-def _causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Depthwise causal conv + SiLU; the CUDA kernel when present, else PyTorch."""
-    if x.is_cuda:
-        try:
-            from causal_conv1d import causal_conv1d_fn
-        except ImportError:
-            pass
-        else:
-            return causal_conv1d_fn(x.contiguous(), weight[:, 0], bias, activation="silu")
-    out = F.conv1d(x, weight, bias, padding=weight.shape[-1] - 1, groups=x.shape[1])
-    return F.silu(out[..., : x.shape[-1]])
+_cached_orders = lru_cache(maxsize=64)(_make_orders)
+
+
+def _orders(directions: tuple[str, ...], height: int, width: int, length: int) -> Orders:
+    """Scan orders and move codes, cached across calls; never cached while tracing (torch.export, ONNX), where
+    they are the tracer's fake tensors and would poison every later eager call."""
+    if is_tracing():
+        return _make_orders(directions, height, width, length)
+    return _cached_orders(directions, height, width, length)
+
+
+class CausalConv1d(nn.Conv1d):
+    """Depthwise causal conv + SiLU over (batch, channels, length); the CUDA kernel when present, else PyTorch.
+
+    It reads its weights only inside its own forward: accelerate's offload hooks load a module's weights when that
+    module is called, so code that read ``conv.weight`` from outside got the empty ``meta`` tensor (NaN outputs).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda:
+            try:
+                from causal_conv1d import causal_conv1d_fn
+            except ImportError:
+                pass
+            else:
+                return causal_conv1d_fn(x.contiguous(), self.weight[:, 0], self.bias, activation="silu")
+        return F.silu(super().forward(F.pad(x, (self.kernel_size[0] - 1, 0))))
 
 
 class TransMambaMixer(nn.Module):
@@ -62,7 +80,7 @@ class TransMambaMixer(nn.Module):
             self.conv = nn.Conv2d(inner, inner, kernel, padding=kernel // 2, groups=inner, bias=config.conv_bias)
         else:
             channels = param_sets * inner
-            self.conv = nn.Conv1d(channels, channels, kernel, groups=channels, bias=config.conv_bias)
+            self.conv = CausalConv1d(channels, channels, kernel, groups=channels, bias=config.conv_bias)
         self.x_proj_weight = nn.Parameter(torch.empty(param_sets, rank + 2 * state, inner))
         self.dt_proj_weight = nn.Parameter(torch.empty(param_sets, inner, rank))
         self.dt_proj_bias = nn.Parameter(torch.empty(param_sets, inner))
@@ -114,11 +132,10 @@ class TransMambaMixer(nn.Module):
             k = self.num_directions
             index = perm[None, :, None, :].expand(batch, k, inner, length)
             xs = x.transpose(1, 2).unsqueeze(1).expand(batch, k, inner, length).gather(3, index)
-            weight, bias = self.conv.weight, self.conv.bias
-            if weight.shape[0] != k * inner:
-                weight = weight.repeat(k, 1, 1)
-                bias = bias.repeat(k) if bias is not None else None
-            u = _causal_conv1d(xs.reshape(batch, k * inner, length), weight, bias).view(batch, k, inner, length)
+            # One conv per direction's parameter set; a shared set sees each direction as its own batch entry.
+            own = self.conv.in_channels == k * inner
+            u = self.conv(xs.reshape(batch, k * inner, length) if own else xs.reshape(batch * k, inner, length))
+            u = u.view(batch, k, inner, length)
             rows = torch.arange(length, device=perm.device).expand_as(perm)
         projected = torch.matmul(self.x_proj_weight, u)  # (batch, sets, R + 2N, length)
         dt_low, B, C = projected.split([self.rank, self.state, self.state], dim=2)
@@ -172,6 +189,6 @@ class TransMambaMixer(nn.Module):
         y = y.gather(2, perm[None, :, :, None].expand_as(y))  # each direction in its scan order
         # Through out_proj itself, so adapters on it (LoRA) count too; each direction then keeps 1/k of the bias.
         directions = self.out_proj(y * scale)
-        if self.out_proj.bias is not None:
-            directions = directions - self.out_proj.bias * (1.0 - 1.0 / k)
+        if self.out_proj.bias is not None:  # the bias itself via the module (out_proj(0)): offload hooks then fire
+            directions = directions - self.out_proj(y.new_zeros(self.inner)) * (1.0 - 1.0 / k)
         return output, directions

@@ -15,6 +15,7 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from .configuration_transllava import TransLlavaMambaConfig
@@ -83,6 +84,11 @@ class TransLlavaMambaPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["TransLlavaMambaDecoderLayer"]
     _is_stateful = True  # no assisted decoding: a recurrent state cannot be rolled back
+    # The only attention is the vision tower's (checked on it); the Mamba language model works with any choice.
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -111,18 +117,39 @@ class TransLlavaMambaModel(TransLlavaMambaPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.embed_tokens = value
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected features (images, tokens, text hidden) from the configured vision layer(s), as LLaVA does
-        (Gemma-3: from the vision tower's last hidden state)."""
+    def _project_images(
+        self, pixel_values: torch.Tensor, feature_layer=None, select_strategy: str | None = None, **kwargs
+    ) -> tuple[BaseModelOutputWithPooling, torch.Tensor]:
+        """The vision tower's output and the projected features (images, tokens, text hidden) from the configured
+        vision layer(s), as LLaVA does (Gemma-3: from the vision tower's last hidden state)."""
         if self.config.projector_type == "gemma3":
-            return self.multi_modal_projector(self.vision_tower(pixel_values, return_dict=True).last_hidden_state)
-        outputs = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
-        layers = self.config.vision_feature_layer
-        layers = [layers] if isinstance(layers, int) else list(layers)
-        selected = [outputs.hidden_states[i] for i in layers]
-        if self.config.vision_feature_select_strategy == "default":
+            outputs = self.vision_tower(pixel_values, return_dict=True, **kwargs)
+            return outputs, self.multi_modal_projector(outputs.last_hidden_state)
+        kwargs["output_hidden_states"] = True
+        outputs = self.vision_tower(pixel_values, return_dict=True, **kwargs)
+        layers = self.config.vision_feature_layer if feature_layer is None else feature_layer
+        strategy = select_strategy or self.config.vision_feature_select_strategy
+        selected = [outputs.hidden_states[i] for i in ([layers] if isinstance(layers, int) else layers)]
+        if strategy == "default":
             selected = [h[:, 1:] for h in selected]  # drop the class token
-        return self.multi_modal_projector(torch.cat(selected, dim=-1))
+        return outputs, self.multi_modal_projector(torch.cat(selected, dim=-1))
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """As transformers 5's LLaVA: the vision tower's output with ``pooler_output`` = the projected features, one
+        (tokens, hidden) tensor per image in a list (Gemma-3 projector: one (images, tokens, hidden) tensor, as
+        Gemma-3 returns). ``return_dict=False`` gives the tuple."""
+        outputs, features = self._project_images(pixel_values, vision_feature_layer, vision_feature_select_strategy,
+                                                 **kwargs)  # fmt: skip
+        outputs.pooler_output = features if self.config.projector_type == "gemma3" else list(features)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return outputs if return_dict else outputs.to_tuple()
 
     def get_placeholder_mask(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """(batch, length) bool: where the image placeholder tokens are."""
@@ -161,14 +188,14 @@ class TransLlavaMambaModel(TransLlavaMambaPreTrainedModel):
             expected = placeholders * inputs_embeds.shape[-1]
             if pixel_values.shape[0] == 0 or placeholders % pixel_values.shape[0]:
                 raise ValueError(self._count_error(placeholders, pixel_values.shape[0], None))
-            image_features = self.get_image_features(pixel_values)
+            image_features = self._project_images(pixel_values)[1]
             if image_features.numel() != expected:
                 raise ValueError(self._count_error(placeholders, pixel_values.shape[0], image_features.shape[1]))
             features = image_features.reshape(-1, inputs_embeds.shape[-1]).to(inputs_embeds)
             inputs_embeds = inputs_embeds.masked_scatter(image_mask[..., None], features)
 
         hidden, all_hidden = self.language_model(
-            inputs_embeds, image_mask, attention_mask, cache if use_cache else None, bool(output_hidden_states)
+            inputs_embeds, image_mask, attention_mask, cache if use_cache else None, output_hidden_states
         )
         output = TransLlavaMambaModelOutput(
             last_hidden_state=hidden,
@@ -205,8 +232,16 @@ class TransLlavaMambaForConditionalGeneration(TransLlavaMambaPreTrainedModel, Ge
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.get_image_features(pixel_values)
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        return self.model.get_image_features(
+            pixel_values, vision_feature_layer, vision_feature_select_strategy, **kwargs
+        )
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -248,7 +283,9 @@ class TransLlavaMambaForConditionalGeneration(TransLlavaMambaPreTrainedModel, Ge
         logits_to_keep: int = 0,
         **kwargs,
     ) -> TransLlavaMambaCausalLMOutput | tuple:
-        """``labels`` are shifted inside (as LLaVA's); -100 is ignored."""
+        """``labels`` are shifted inside (as LLaVA's); -100 is ignored. Other keyword arguments go to the loss, as
+        in transformers (e.g. ``shift_labels`` already shifted for sequence/context parallelism,
+        ``num_items_in_batch`` for gradient accumulation)."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.model(
             input_ids=input_ids,
@@ -269,7 +306,9 @@ class TransLlavaMambaForConditionalGeneration(TransLlavaMambaPreTrainedModel, Ge
             logits = torch.tanh(logits / cap) * cap
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
         output = TransLlavaMambaCausalLMOutput(
             loss=loss,
             logits=logits,

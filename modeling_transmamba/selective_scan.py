@@ -12,17 +12,20 @@ This file is copied into every exported model folder: it imports only torch and 
 
 from __future__ import annotations
 
-import logging
 import os
 from functools import cache
 
 import torch
 import torch.nn.functional as F
+from transformers.utils import logging
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 BACKENDS = ("auto", "sequential", "chunked", "numba", "cuda")
 ENV_BACKEND = "TRANSMAMBA_SCAN_BACKEND"
+# Measured in BENCHMARKS.md (issue 14): the numba kernel against the PyTorch loop, pmamba-t/vim-t forward on CPU.
+NUMBA_HINT = "`pip install numba` makes the CPU scan about {speedup} faster"
+NUMBA_SPEEDUP = "8x"
 _announced: set[str] = set()
 
 
@@ -176,17 +179,42 @@ def _cuda_scan():
 
 
 @cache
-def _numba_module():
+def _numba_ops() -> tuple | None:
+    """(selective_scan_numba, selective_scan_numba_tokens), or None without numba.
+
+    Imported by name (``from .module import name``): the form by which transformers finds the files to copy
+    into a saved folder, so the kernel ships with every exported model.
+    """
     try:
-        from . import selective_scan_numba
+        from .selective_scan_numba import selective_scan_numba, selective_scan_numba_tokens
     except ImportError:
         return None
-    return selective_scan_numba
+    return selective_scan_numba, selective_scan_numba_tokens
 
 
 def _numba_scan():
-    module = _numba_module()
-    return None if module is None else module.selective_scan_numba
+    ops = _numba_ops()
+    return None if ops is None else ops[0]
+
+
+def is_tracing() -> bool:
+    """Under torch.export, torch.compile, ONNX (dynamo) or torch.jit tracing: the kernels are opaque there."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
+def _auto_backend(device: torch.device) -> str:
+    """The fastest backend present; while tracing, a traceable one (the CUDA and numba kernels are not)."""
+    if device.type == "cuda":
+        return "chunked" if is_tracing() or _cuda_scan() is None else "cuda"
+    if is_tracing():
+        return "sequential"
+    if _numba_scan() is not None:
+        return "numba"
+    if "no numba" not in _announced:
+        _announced.add("no numba")
+        hint = NUMBA_HINT.format(speedup=NUMBA_SPEEDUP)
+        logger.warning(f"transmamba: numba is not installed, so the scan runs a PyTorch loop; {hint}.")
+    return "sequential"
 
 
 def resolve_backend(requested: str, device: torch.device) -> str:
@@ -195,15 +223,12 @@ def resolve_backend(requested: str, device: torch.device) -> str:
     if choice not in BACKENDS:
         raise ValueError(f"Unknown scan backend {choice!r}; choose one of {', '.join(BACKENDS)}.")
     if choice == "auto":
-        if device.type == "cuda":
-            choice = "cuda" if _cuda_scan() is not None else "chunked"
-        else:
-            choice = "numba" if _numba_scan() is not None else "sequential"
+        choice = _auto_backend(device)
     elif choice == "cuda" and (_cuda_scan() is None or device.type != "cuda"):
         raise ValueError("Scan backend 'cuda' needs CUDA tensors and `pip install transmamba[cuda]` (mamba-ssm).")
     elif choice == "numba" and _numba_scan() is None:
         raise ValueError("Scan backend 'numba' needs `pip install numba`.")
-    if choice not in _announced:
+    if choice not in _announced and not is_tracing():
         _announced.add(choice)
         logger.info("transmamba selective scan: using the %s backend on %s", choice, device.type)
     return choice
@@ -292,7 +317,7 @@ def selective_scan_tokens(
     """
     rows = perm if rows is None else rows
     if resolve_backend(backend, u.device) == "numba":
-        return _numba_module().selective_scan_numba_tokens(
+        return _numba_ops()[1](
             u, delta, A, B, C, D, z, delta_bias, perm, rows, delta_softplus, separate
         )
     return _tokens_via_channels(u, delta, A, B, C, D, z, delta_bias, perm, rows, delta_softplus, separate, backend)

@@ -8,6 +8,7 @@ import json
 import pytest
 from huggingface_hub import ModelCard
 from transmamba.model_cards.card import RESULTS_FORMAT, RESULTS_NAME, build_card, load_results, write_results
+from transmamba.modeling_transmamba.selective_scan import NUMBA_HINT, NUMBA_SPEEDUP
 
 from transmamba.cli import main as cli_main
 
@@ -59,6 +60,8 @@ def test_card_metadata_and_model_index_equal_the_stored_results(tmp_path):
         assert f"| {100 * value:.2f} % |" in body
     assert "trust_remote_code=True" in body and 'from_pretrained("me/trans-pmamba-fashion"' in body
     assert "## Limitations" in body and "One seed" in body and "4,000" in body
+    usage = body.split("## How to load")[1].split("## ")[0]
+    assert NUMBA_HINT.format(speedup=NUMBA_SPEEDUP) in usage  # what the model logs without numba
 
 
 def test_unmeasured_numbers_are_left_out_not_invented(tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from exported_code import auto_map_modules, code_closure, last_json, run_isolated
 from huggingface_hub import ModelCard, constants
 from safetensors.torch import load_file
 from transformers import ViTConfig, ViTForImageClassification
@@ -23,35 +24,15 @@ from transmamba.conversion.export import PARTIAL_MARK, REPORT_NAME
 from transmamba.conversion.hub import planned_upload, push_folder
 from transmamba.modeling_transmamba import TransMambaForImageClassification
 
-SSM = "state_size=4,time_step_rank=2,scan_backend=sequential"
+SSM = "state_size=4,time_step_rank=2"
 STUDENT = f"vim-t,hidden_size=16,num_hidden_layers=2,{SSM}"
-EXPECTED_FILES = {
-    "config.json",
-    "model.safetensors",
-    "preprocessor_config.json",
-    "README.md",
-    REPORT_NAME,
-    "configuration_transmamba.py",
-    "modeling_transmamba.py",
-    "mixer.py",
-}
+# Besides the code files the model imports (exported_code.code_closure), exactly these.
+DATA_FILES = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", REPORT_NAME}
+EXPECTED_FILES = DATA_FILES | code_closure("configuration_transmamba", "modeling_transmamba")
 
-# Runs in a fresh interpreter: `transmamba` cannot be imported, so only the folder's own code can build the model.
+# Runs in a fresh process without our package (exported_code.run_isolated): only the folder's own code can serve.
 LOAD_ELSEWHERE = r"""
-import importlib.abc, json, sys
-
-class BlockOurPackage(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "transmamba" or name.startswith("transmamba."):
-            raise ImportError(f"{name} is blocked in this process")
-
-sys.meta_path.insert(0, BlockOurPackage())
-try:
-    import transmamba  # noqa: F401
-except ImportError:
-    pass
-else:
-    sys.exit("our package is still importable")
+import json, sys
 import torch
 from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
@@ -96,18 +77,14 @@ def test_exported_folder_loads_without_our_package(tmp_path):
     teacher = _teacher(tmp_path / "teacher")
     out = tmp_path / "student"
     assert main(["--teacher", str(teacher), "--student", STUDENT, "--output", str(out)]) == 0
-    assert EXPECTED_FILES <= {p.name for p in out.iterdir()}
+    assert {p.name for p in out.iterdir()} == DATA_FILES | code_closure(*auto_map_modules(out))
     config = json.loads((out / "config.json").read_text())
     assert config["auto_map"]["AutoModelForImageClassification"].endswith("TransMambaForImageClassification")
     pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     torch.save(pixels, tmp_path / "pixels.pt")
     with torch.no_grad():
         expected = TransMambaForImageClassification.from_pretrained(out).eval()(pixels).logits
-    env = _env(tmp_path, HF_MODULES_CACHE=str(tmp_path / "modules"))
-    run = subprocess.run([sys.executable, "-c", LOAD_ELSEWHERE, str(out), str(tmp_path / "pixels.pt")], env=env,
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(_last_line(run.stdout))
+    result = last_json(run_isolated(LOAD_ELSEWHERE, [out, tmp_path / "pixels.pt"], tmp_path))
     assert result["module"].startswith("transformers_modules.")
     torch.testing.assert_close(torch.tensor(result["logits"]), expected, rtol=1e-5, atol=1e-5)
     assert len(result["predictions"]) == 3
@@ -166,7 +143,7 @@ def test_hub_paths_offline(tmp_path):
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-3000:]
     assert "offline mode (HF_HUB_OFFLINE=1)" in _last_line(run.stderr)
     assert "complete in" in _last_line(run.stderr)
-    assert EXPECTED_FILES <= {p.name for p in (tmp_path / "c").iterdir()}
+    assert EXPECTED_FILES == {p.name for p in (tmp_path / "c").iterdir()}
     TransMambaForImageClassification.from_pretrained(tmp_path / "c")
 
 

@@ -297,7 +297,8 @@ def test_compose_joins_a_vision_tower_and_a_gemma_lm_into_a_llava_teacher(tmp_pa
         assert torch.equal(teacher.model.vision_tower.state_dict()[key], value), key
     processor = AutoProcessor.from_pretrained(tmp_path / "llava")
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8))
-    inputs = processor(images=image, text="The <unused0> is", return_tensors="pt")
+    assert summary["image_token"] == "<image> = 6"  # spelt as LLaVA users type it, same id as <unused0>
+    inputs = processor(images=image, text="The <image> is", return_tensors="pt")
     assert inputs["input_ids"].tolist() == [[4, 6, 6, 6, 6, 7]] and inputs["pixel_values"].shape[-1] == 14
     with torch.no_grad():
         assert teacher(**inputs).logits.shape == (1, 6, 64)
@@ -334,7 +335,7 @@ def test_gemma3_vlm_teacher_keeps_its_pooled_projector_and_meaning(tmp_path):
         input_ids=torch.tensor([[2, 5, 61, *[IMAGE_TOKEN] * 4, 62, 7, 8]]), pixel_values=torch.randn(1, 3, 16, 16)
     )
     with torch.no_grad():
-        assert torch.equal(student.get_image_features(inputs["pixel_values"]),
+        assert torch.equal(student.get_image_features(inputs["pixel_values"]).pooler_output,
                            teacher.model.get_image_features(inputs["pixel_values"]).pooler_output)  # fmt: skip
     mask = torch.ones_like(inputs["input_ids"])
     cached = student.generate(**inputs, attention_mask=mask, max_new_tokens=5, do_sample=False)

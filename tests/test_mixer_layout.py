@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import rel_err, tiny_config
 from test_mixer import make_mixer
 from transmamba.modeling_transmamba.configuration_transmamba import PLAIN_MAMBA_8
-from transmamba.modeling_transmamba.mixer import TransMambaMixer, _causal_conv1d, _orders
+from transmamba.modeling_transmamba.mixer import TransMambaMixer, _orders
 from transmamba.modeling_transmamba.selective_scan import selective_scan_sequential
 
 STATE_KEYS = {
@@ -42,7 +42,8 @@ def channel_major_forward(mixer: TransMambaMixer, hidden: torch.Tensor, grid: tu
         weight, bias = mixer.conv.weight, mixer.conv.bias
         if weight.shape[0] != k * inner:
             weight, bias = weight.repeat(k, 1, 1), bias.repeat(k)
-        xs = _causal_conv1d(xs, weight, bias)
+        conv = F.conv1d(xs, weight, bias, padding=weight.shape[-1] - 1, groups=xs.shape[1])  # causal: keep the head
+        xs = F.silu(conv[..., :length])
     projected = torch.einsum("bkel,kre->bkrl", xs.view(batch, k, inner, length), expand(mixer.x_proj_weight))
     dt_low, B, C = projected.split([mixer.rank, mixer.state, mixer.state], dim=2)
     dt = torch.einsum("bkrl,ker->bkel", dt_low, expand(mixer.dt_proj_weight)).reshape(batch, k * inner, length)

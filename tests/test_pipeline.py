@@ -8,10 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 
+from exported_code import last_json, run_isolated
 from huggingface_hub import ModelCard
 from transmamba.model_cards.card import RESULTS_NAME
 
@@ -23,29 +23,24 @@ TINY = ["--dataset", "digits", "--train-size", "256", "--eval-size", "96", "--im
         "--save-steps", "10", "--batch-size", "16"]  # fmt: skip
 RESUMED = ["data", "teacher", "convert", "teacher_outputs", "scratch"]
 
-# Runs under `python -I -S` with only the plain site-packages on sys.path (see test_remote_code.py): the folder
-# must carry its own code. It recomputes top-1 on the run's stored evaluation images.
+# Runs in a fresh process without our package (exported_code.run_isolated): the folder must carry its own code.
+# It recomputes top-1 on the run's stored evaluation images.
 CHILD = r"""
 import json, sys
-sys.path.append(sys.argv[1])
-try:
-    import transmamba
-except ImportError:
-    pass
-else:
-    raise SystemExit("transmamba is importable in the child: the test would not prove anything")
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageClassification, pipeline
 
-model = AutoModelForImageClassification.from_pretrained(sys.argv[2], trust_remote_code=True).eval()
-data = load_file(sys.argv[3])
+model = AutoModelForImageClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+data = load_file(sys.argv[2])
 with torch.no_grad():
     predicted = model(pixel_values=data["eval_pixels"]).logits.argmax(-1)
-classifier = pipeline("image-classification", model=sys.argv[2], trust_remote_code=True)
+classifier = pipeline("image-classification", model=sys.argv[1], trust_remote_code=True)
 from PIL import Image
 top = classifier(Image.new("RGB", (8, 8), (255, 255, 255)), top_k=1)
+package = type(model).__module__.rsplit(".", 1)[0]
 print(json.dumps({"module": type(model).__module__, "label": top[0]["label"],
+                  "backends": sorted(sys.modules[package + ".selective_scan"]._announced),
                   "accuracy": round((predicted == data["eval_labels"]).float().mean().item(), 4)}))
 """
 
@@ -56,7 +51,6 @@ def _env(tmp_path: Path) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "HF_HOME": str(tmp_path / "hf_home"),
         "OMP_NUM_THREADS": "1",
-        "TRANSMAMBA_SCAN_BACKEND": "sequential",  # no numba compile in every fresh process
     }
 
 
@@ -96,14 +90,8 @@ def test_killed_run_resumes_and_leaves_a_loadable_folder_with_a_true_card(tmp_pa
     for value in results["accuracy"].values():
         assert f"| {100 * value:.2f} % |" in card.text
 
-    child = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", CHILD, sysconfig.get_paths()["purelib"], str(folder),
-         str(work / "data" / "pixels.safetensors")],
-        env=_env(tmp_path), capture_output=True, text=True, cwd=tmp_path, timeout=300,
-    )  # fmt: skip
-    assert child.returncode == 0, child.stderr[-3000:]
-    loaded = json.loads(child.stdout.strip().splitlines()[-1])
-    assert loaded["module"].startswith("transformers_modules.")
+    loaded = last_json(run_isolated(CHILD, [folder, work / "data" / "pixels.safetensors"], tmp_path))
+    assert loaded["module"].startswith("transformers_modules.") and loaded["backends"] == ["numba"]
     assert loaded["label"] in [str(i) for i in range(10)]
     assert loaded["accuracy"] == results["accuracy"]["transmamba"]  # the folder is the model that was evaluated
 

@@ -1,54 +1,42 @@
-"""A saved model folder works with trust_remote_code in a fresh Python that cannot import this project."""
+"""A saved model folder works with trust_remote_code in a fresh Python that cannot import this project: it carries
+exactly the code files it imports (the numba kernel included), runs the kernel when numba is there, and says once
+what numba would buy when it is not."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import sysconfig
-from pathlib import Path
 
+import pytest
 import torch
 from conftest import tiny_config
+from exported_code import auto_map_modules, code_closure, last_json, run_isolated
 from transformers.dynamic_module_utils import get_imports
 from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 from transmamba.modeling_transmamba import TransMambaForImageClassification
+from transmamba.modeling_transmamba.selective_scan import NUMBA_HINT, NUMBA_SPEEDUP
 
-CODE_FILES = {
-    "configuration_transmamba.py",
-    "modeling_transmamba.py",
-    "mixer.py",
-    "scan_orders.py",
-    "selective_scan.py",
+KERNEL_FILES = {
+    "selective_scan_numba.py",
+    "selective_scan_numba_cache.py",
+    "selective_scan_numba_kernels.py",
+    "selective_scan_numba_math.py",
 }
 
-# Runs under `python -I -S`: no site processing, so the editable install's .pth finder never loads; only the
-# plain site-packages folder is put back on sys.path (given as argv[1]). The first check proves the project is gone.
-CHILD = r"""
+PIPELINE_CHILD = r"""
 import json, sys
 from pathlib import Path
-
-sys.path.append(sys.argv[1])
-folder, work = Path(sys.argv[2]), Path(sys.argv[3])
-for name in ("transmamba", "modeling_transmamba"):
-    try:
-        __import__(name)
-    except ImportError:
-        pass
-    else:
-        raise SystemExit(f"{name} is importable in the child: the test would not prove anything")
-
 import torch
 from PIL import Image
 from transformers import AutoModel, AutoModelForImageClassification, pipeline
 
+folder, work = Path(sys.argv[1]), Path(sys.argv[2])
 model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
 with torch.no_grad():
     logits = model(torch.load(work / "pixels.pt")).logits
 classifier = pipeline("image-classification", model=str(folder), trust_remote_code=True)
 image = Image.new("RGB", (50, 40), (200, 30, 90))
-(work / "result.json").write_text(json.dumps({
+print(json.dumps({
     "module": type(model).__module__,
     "max_abs_diff": (logits - torch.load(work / "logits.pt")).abs().max().item(),
     "predictions": classifier(image, top_k=3),
@@ -57,10 +45,31 @@ image = Image.new("RGB", (50, 40), (200, 30, 90))
 }))
 """
 
+# Two forwards (all layers each): the no-numba hint must still appear once. Reports which scan ran, from the
+# folder's own copy of the dispatcher and which kernel modules that copy imported.
+SCAN_CHILD = r"""
+import json, sys
+import torch
+from transformers import AutoModelForImageClassification
 
-def save_model_folder(folder: Path, preset: str) -> tuple[TransMambaForImageClassification, dict[int, str]]:
+model = AutoModelForImageClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+pixels = torch.load(sys.argv[2])
+with torch.no_grad():
+    logits = model(pixels).logits
+    model(pixels)
+package = type(model).__module__.rsplit(".", 1)[0]
+print(json.dumps({
+    "module": type(model).__module__,
+    "backends": sorted(sys.modules[package + ".selective_scan"]._announced),
+    "kernel_modules": sorted(n.split(".")[-1] for n in sys.modules if n.startswith(package + ".selective_scan_numba")),
+    "logits": logits.tolist(),
+}))
+"""
+
+
+def save_model_folder(folder, preset: str, **overrides) -> tuple[TransMambaForImageClassification, dict[int, str]]:
     id2label = {0: "cat", 1: "dog", 2: "fox", 3: "owl", 4: "eel"}
-    model = TransMambaForImageClassification(tiny_config(preset, id2label=id2label)).eval()
+    model = TransMambaForImageClassification(tiny_config(preset, id2label=id2label, **overrides)).eval()
     model.save_pretrained(folder)
     # The PIL processor, chosen knowingly: there is no torchvision here. It saves as the backend-neutral
     # "ViTImageProcessor", so a user with torchvision gets the torchvision variant of the same processing.
@@ -68,7 +77,7 @@ def save_model_folder(folder: Path, preset: str) -> tuple[TransMambaForImageClas
     return model, id2label
 
 
-def test_saved_folder_carries_its_code(tmp_path):
+def test_saved_folder_carries_exactly_the_code_it_imports(tmp_path):
     save_model_folder(tmp_path, "pmamba-t")
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["auto_map"] == {
@@ -76,14 +85,16 @@ def test_saved_folder_carries_its_code(tmp_path):
         "AutoModel": "modeling_transmamba.TransMambaModel",
         "AutoModelForImageClassification": "modeling_transmamba.TransMambaForImageClassification",
     }
-    saved = {path.name for path in tmp_path.glob("*.py")}
-    assert CODE_FILES <= saved
-    for name in saved:
+    code = code_closure(*auto_map_modules(tmp_path))
+    assert KERNEL_FILES <= code and "mixer.py" in code
+    saved = {p.name for p in tmp_path.iterdir()}
+    assert saved == code | {"config.json", "model.safetensors", "preprocessor_config.json"}
+    for name in code:
         third_party = set(get_imports(tmp_path / name)) - set(sys.stdlib_module_names)
         assert third_party <= {"torch", "transformers"}, f"{name} imports {third_party} outside try/except"
 
 
-def test_remote_code_loads_in_a_fresh_process_without_the_project(tmp_path):
+def test_remote_code_serves_the_pipeline_in_a_fresh_process_without_the_project(tmp_path):
     folder, work = tmp_path / "model", tmp_path / "work"
     work.mkdir()
     model, id2label = save_model_folder(folder, "vim-t")  # class token in the middle, two own SSM sets
@@ -91,23 +102,7 @@ def test_remote_code_loads_in_a_fresh_process_without_the_project(tmp_path):
     with torch.no_grad():
         torch.save(model(pixels).logits, work / "logits.pt")
     torch.save(pixels, work / "pixels.pt")
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HF_HUB_OFFLINE": "1",
-        "HF_HOME": str(tmp_path / "hf_home"),
-        "OMP_NUM_THREADS": "1",
-    }
-    site_packages = sysconfig.get_paths()["purelib"]
-    proc = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", CHILD, site_packages, str(folder), str(work)],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads((work / "result.json").read_text())
+    result = last_json(run_isolated(PIPELINE_CHILD, [folder, work], work))
     assert result["module"].startswith("transformers_modules.")  # the folder's copy of the code, not ours
     assert result["pipeline_model"] == "TransMambaForImageClassification"
     assert result["feature_model"] == "TransMambaModel"  # feature extraction from a classifier checkpoint
@@ -118,4 +113,34 @@ def test_remote_code_loads_in_a_fresh_process_without_the_project(tmp_path):
     assert {p["label"] for p in predictions} <= set(id2label.values())
     scores = [p["score"] for p in predictions]
     assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
-    assert (tmp_path / "hf_home" / "modules" / "transformers_modules").is_dir()
+    assert (work / "hf_home" / "modules" / "transformers_modules").is_dir()
+
+
+def _scan_run(tmp_path, preset: str, numba: bool) -> tuple[dict, str, torch.Tensor]:
+    folder = tmp_path / "model"
+    model, _ = save_model_folder(folder, preset, scan_backend="auto")
+    pixels = torch.randn(2, 3, 32, 32)
+    torch.save(pixels, tmp_path / "pixels.pt")
+    with torch.no_grad():
+        expected = model(pixels).logits  # the installed class, auto backend: numba here
+    proc = run_isolated(SCAN_CHILD, [folder, tmp_path / "pixels.pt"], tmp_path, numba=numba)
+    return last_json(proc), proc.stderr, expected
+
+
+@pytest.mark.parametrize("preset", ["pmamba-t", "vim-t"])
+def test_exported_student_runs_the_numba_kernel_and_matches_the_installed_class(tmp_path, preset):
+    result, stderr, expected = _scan_run(tmp_path, preset, numba=True)
+    assert result["module"].startswith("transformers_modules.")
+    assert result["backends"] == ["numba"]
+    assert {f"{name}.py" for name in result["kernel_modules"]} == KERNEL_FILES
+    torch.testing.assert_close(torch.tensor(result["logits"]), expected, rtol=1e-5, atol=1e-5)
+    assert "pip install numba" not in stderr
+
+
+def test_without_numba_the_exported_student_says_once_what_numba_buys(tmp_path):
+    result, stderr, expected = _scan_run(tmp_path, "vim-t", numba=False)
+    assert result["backends"] == ["no numba", "sequential"] and result["kernel_modules"] == []
+    hint = NUMBA_HINT.format(speedup=NUMBA_SPEEDUP)
+    lines = [line for line in stderr.splitlines() if "numba" in line]
+    assert len(lines) == 1 and hint in lines[0], stderr[-3000:]
+    torch.testing.assert_close(torch.tensor(result["logits"]), expected, rtol=1e-5, atol=1e-5)

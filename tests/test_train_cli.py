@@ -7,11 +7,11 @@ import os
 import socket
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 from datasets import Value
+from exported_code import last_json, run_isolated
 from test_train_support import digits, save_student, save_teacher
 from transformers import TrainingArguments
 from transmamba.trainers.args import DistillationArguments
@@ -19,20 +19,13 @@ from transmamba.trainers.train import run
 
 from transmamba import cli
 
-# `python -I -S`: the editable install's finder never loads, so only the saved folder's own code can serve.
+# Runs in a fresh process without our package (exported_code.run_isolated): only the saved folder's code can serve.
 FRESH_LOAD = r"""
 import json, sys
-sys.path.append(sys.argv[1])
-try:
-    import transmamba
-except ImportError:
-    pass
-else:
-    raise SystemExit("transmamba is importable in the child: the test would prove nothing")
 import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
-model = AutoModelForImageClassification.from_pretrained(sys.argv[2], trust_remote_code=True).eval()
-processor = AutoImageProcessor.from_pretrained(sys.argv[2])
+model = AutoModelForImageClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+processor = AutoImageProcessor.from_pretrained(sys.argv[1])
 with torch.no_grad():
     logits = model(torch.zeros(1, 3, 16, 16)).logits
 print(json.dumps({"class": type(model).__name__, "module": type(model).__module__, "shape": list(logits.shape),
@@ -135,18 +128,7 @@ def test_two_process_accelerate_run_trains_together_and_saves_one_student(launch
 
 def test_saved_student_loads_with_trust_remote_code_in_a_fresh_process(launched):
     out, _ = launched
-    site = sysconfig.get_paths()["purelib"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", FRESH_LOAD, site, str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=Path(out).parent,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    loaded = last_json(run_isolated(FRESH_LOAD, [out], Path(out).parent))
     assert loaded["class"] == "TransMambaForImageClassification"
     assert loaded["module"].startswith("transformers_modules.")
     assert loaded["shape"] == [1, 10] and loaded["size"] == 16

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -13,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import rel_err
+from exported_code import auto_map_modules, code_closure, last_json, run_isolated
 from PIL import Image
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
@@ -215,17 +213,10 @@ def test_llava_processor_prompt_generates():
     assert torch.equal(generated, expected)
 
 
+# Runs in a fresh process without our package (exported_code.run_isolated): only the saved folder's code exists.
 REMOTE_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    # The project is installed editable in this venv: drop its import hook so only the saved folder's code exists.
-    sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
-    try:
-        import transmamba  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("transmamba is importable; the test would not prove anything")
     import torch
     from transformers import AutoModelForImageTextToText
     model = AutoModelForImageTextToText.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
@@ -243,25 +234,14 @@ def test_exported_folder_generates_in_a_fresh_process_without_the_package(tmp_pa
     model.save_pretrained(folder)
     saved = json.loads((folder / "config.json").read_text())
     assert saved["auto_map"]["AutoModelForImageTextToText"].endswith("TransLlavaMambaForConditionalGeneration")
-    assert {"modeling_transllava.py", "mamba_lm.py", "selective_scan.py", "configuration_transllava.py"} <= {
-        p.name for p in folder.iterdir()
-    }
+    code = code_closure(*auto_map_modules(folder))
+    assert {"mamba_lm.py", "selective_scan_numba_kernels.py"} <= code
+    assert {p.name for p in folder.iterdir()} == code | {"config.json", "generation_config.json", "model.safetensors"}
     assert type(AutoConfig.from_pretrained(folder)) is TransLlavaMambaConfig
     assert type(AutoModelForImageTextToText.from_pretrained(folder)) is TransLlavaMambaForConditionalGeneration
     torch.save(pixels, tmp_path / "pixels.pt")
-    script = tmp_path / "load.py"
-    script.write_text(REMOTE_SCRIPT)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, str(script), str(folder), json.dumps(ids.tolist()), str(tmp_path / "pixels.pt")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    args = [folder, json.dumps(ids.tolist()), tmp_path / "pixels.pt"]
+    answer = last_json(run_isolated(REMOTE_SCRIPT, args, tmp_path))
     assert answer["class"].startswith("transformers_modules.")
     expected = model.generate(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids), max_new_tokens=6)
     assert answer["tokens"] == expected.tolist()
