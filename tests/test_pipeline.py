@@ -18,10 +18,11 @@ from transmamba.model_cards.card import RESULTS_NAME
 from transmamba.run import main as run_main
 
 # Tiny but complete: digits (embedded) at 16 px, a 2-layer width-32 ViT teacher, 2-layer PlainMamba students.
-TINY = ["--dataset", "digits", "--train-size", "256", "--eval-size", "96", "--image-size", "16", "--patch-size", "4",
+TINY = ["--teacher", "small-vit",
+        "--dataset", "digits", "--train-size", "256", "--eval-size", "96", "--image-size", "16", "--patch-size", "4",
         "--teacher-width", "32", "--teacher-layers", "2", "--teacher-steps", "30", "--steps", "60",
         "--save-steps", "10", "--batch-size", "16"]  # fmt: skip
-RESUMED = ["data", "teacher", "convert", "teacher_outputs", "scratch"]
+RESUMED = ["data", "teacher", "convert", "teacher_outputs", "scratch", "gate"]
 
 # Runs under `python -I -S` with only the plain site-packages on sys.path (see test_remote_code.py): the folder
 # must carry its own code. It recomputes top-1 on the run's stored evaluation images.
@@ -112,7 +113,7 @@ def test_bad_input_fails_before_any_stage(tmp_path, capsys):
     work = tmp_path / "work"
     assert run_main(["--steps", "0", "--work-dir", str(work)]) == 2
     assert "--steps must be at least 1" in capsys.readouterr().err
-    assert run_main(["--image-size", "30", "--patch-size", "4", "--work-dir", str(work)]) == 2
+    assert run_main(["--teacher", "small-vit", "--image-size", "30", "--patch-size", "4", "--work-dir", str(work)]) == 2
     assert "multiple of --patch-size" in capsys.readouterr().err
     assert run_main(["--dry-run", "--work-dir", str(work)]) == 2
     assert "pass --push-to-hub" in capsys.readouterr().err
