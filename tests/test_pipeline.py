@@ -91,11 +91,16 @@ def test_killed_run_resumes_and_leaves_a_loadable_folder_with_a_true_card(tmp_pa
     results = json.loads((folder / RESULTS_NAME).read_text())
     assert set(results["accuracy"]) == {"teacher", "scratch", "transmamba"}
     assert results["dataset"]["name"] == "digits" and results["budget"]["steps"] == 60
+    gate = results["teacher_gate"]  # measured before distillation, on the same held-out images
+    assert (gate["teacher_top1"], gate["scratch_top1"]) == (results["accuracy"]["teacher"], results["accuracy"]["scratch"])
+    assert results["budget"]["distillation"] == "wsab+logits" and results["teacher"]["tuning"]["learning_rate"] == 1e-3
     card = ModelCard.load(folder / "README.md")
     assert card.data.eval_results[0].metric_value == results["accuracy"]["transmamba"]
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "image-classification"
     for value in results["accuracy"].values():
         assert f"| {100 * value:.2f} % |" in card.text
+    assert ("Teacher-quality gate: passed" in card.text) is gate["passed"]
+    assert ("**Warning: teacher-quality gate FAILED" in card.text) is not gate["passed"]
 
     child = subprocess.run(
         [sys.executable, "-I", "-S", "-c", CHILD, sysconfig.get_paths()["purelib"], str(folder),
