@@ -92,7 +92,8 @@ def test_killed_run_resumes_and_leaves_a_loadable_folder_with_a_true_card(tmp_pa
     assert set(results["accuracy"]) == {"teacher", "scratch", "transmamba"}
     assert results["dataset"]["name"] == "digits" and results["budget"]["steps"] == 60
     gate = results["teacher_gate"]  # measured before distillation, on the same held-out images
-    assert (gate["teacher_top1"], gate["scratch_top1"]) == (results["accuracy"]["teacher"], results["accuracy"]["scratch"])
+    accuracy = results["accuracy"]
+    assert (gate["teacher_top1"], gate["scratch_top1"]) == (accuracy["teacher"], accuracy["scratch"])
     assert results["budget"]["distillation"] == "wsab+logits" and results["teacher"]["tuning"]["learning_rate"] == 1e-3
     card = ModelCard.load(folder / "README.md")
     assert card.data.eval_results[0].metric_value == results["accuracy"]["transmamba"]
