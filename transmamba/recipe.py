@@ -34,8 +34,9 @@ class RecipeOptions:
     distillation: str = field(
         default="wsab+logits",
         metadata={"help": "loss of the TransMamba student besides the task loss: wsab+logits (WSAB plus logits KD "
-                  "from the teacher's head; the default, chosen by measurement, see the README), wsab (the paper), "
-                  "logits, feature (last-layer features) or none. Default: wsab+logits", "choices": DISTILLATIONS},
+                  "from the teacher's head; the default, see the README for the measurements behind it), wsab (the "
+                  "paper), logits, feature (last-layer features) or none. Default: wsab+logits",
+                  "choices": DISTILLATIONS},
     )  # fmt: skip
     logits_weight: float = field(
         default=1.0, metadata={"help": "wsab+logits: L_distill = WSAB + logits_weight * KD (default 1.0)"}
