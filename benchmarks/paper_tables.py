@@ -97,8 +97,8 @@ def plan(table: str, seeds: list[int]) -> list[Student]:
         return subsets + [Student("pmamba-s", "subclone", "wsab", curves=True), Student("pmamba-s", "scratch", "none",
                                                                                          curves=True)]  # fmt: skip
     if table == "recipes":  # seed by seed, so a partial run has every recipe of its first seeds
-        recipes = [("scratch", "none", "standard"), ("subclone", "wsab", "standard"),
-                   ("subclone", "wsab+logits", "standard"), ("subclone", "logits", "standard"),
+        recipes = [("scratch", "none", "standard"), ("subclone", "wsab+logits", "standard"),
+                   ("subclone", "wsab", "standard"), ("subclone", "logits", "standard"),
                    ("subclone", "feature", "standard"), ("subclone", "wsab+logits", "attention"),
                    ("subclone", "wsab", "attention")]  # fmt: skip
         return [Student("pmamba-s", init, distill, seed=seed, mixer_init=mixer)
