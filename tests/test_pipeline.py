@@ -18,10 +18,11 @@ from transmamba.model_cards.card import RESULTS_NAME
 from transmamba.run import main as run_main
 
 # Tiny but complete: digits (embedded) at 16 px, a 2-layer width-32 ViT teacher, 2-layer PlainMamba students.
-TINY = ["--dataset", "digits", "--train-size", "256", "--eval-size", "96", "--image-size", "16", "--patch-size", "4",
+TINY = ["--teacher", "small-vit",
+        "--dataset", "digits", "--train-size", "256", "--eval-size", "96", "--image-size", "16", "--patch-size", "4",
         "--teacher-width", "32", "--teacher-layers", "2", "--teacher-steps", "30", "--steps", "60",
         "--save-steps", "10", "--batch-size", "16"]  # fmt: skip
-RESUMED = ["data", "teacher", "convert", "teacher_outputs", "scratch"]
+RESUMED = ["data", "teacher", "convert", "teacher_outputs", "scratch", "gate"]
 
 # Runs in a fresh process without our package (exported_code.run_isolated): the folder must carry its own code.
 # It recomputes top-1 on the run's stored evaluation images.
@@ -84,11 +85,17 @@ def test_killed_run_resumes_and_leaves_a_loadable_folder_with_a_true_card(tmp_pa
     results = json.loads((folder / RESULTS_NAME).read_text())
     assert set(results["accuracy"]) == {"teacher", "scratch", "transmamba"}
     assert results["dataset"]["name"] == "digits" and results["budget"]["steps"] == 60
+    gate = results["teacher_gate"]  # measured before distillation, on the same held-out images
+    accuracy = results["accuracy"]
+    assert (gate["teacher_top1"], gate["scratch_top1"]) == (accuracy["teacher"], accuracy["scratch"])
+    assert results["budget"]["distillation"] == "wsab+logits" and results["teacher"]["tuning"]["learning_rate"] == 1e-3
     card = ModelCard.load(folder / "README.md")
     assert card.data.eval_results[0].metric_value == results["accuracy"]["transmamba"]
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "image-classification"
     for value in results["accuracy"].values():
         assert f"| {100 * value:.2f} % |" in card.text
+    assert ("Teacher-quality gate: passed" in card.text) is gate["passed"]
+    assert ("**Warning: teacher-quality gate FAILED" in card.text) is not gate["passed"]
 
     loaded = last_json(run_isolated(CHILD, [folder, work / "data" / "pixels.safetensors"], tmp_path))
     assert loaded["module"].startswith("transformers_modules.") and loaded["backends"] == ["numba"]
@@ -100,7 +107,7 @@ def test_bad_input_fails_before_any_stage(tmp_path, capsys):
     work = tmp_path / "work"
     assert run_main(["--steps", "0", "--work-dir", str(work)]) == 2
     assert "--steps must be at least 1" in capsys.readouterr().err
-    assert run_main(["--image-size", "30", "--patch-size", "4", "--work-dir", str(work)]) == 2
+    assert run_main(["--teacher", "small-vit", "--image-size", "30", "--patch-size", "4", "--work-dir", str(work)]) == 2
     assert "multiple of --patch-size" in capsys.readouterr().err
     assert run_main(["--dry-run", "--work-dir", str(work)]) == 2
     assert "pass --push-to-hub" in capsys.readouterr().err

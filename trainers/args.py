@@ -41,6 +41,9 @@ class DistillationArguments:
         metadata={"help": "WSAB: weight of the class-token cosine (default: one token's share, 1/length)."},
     )
     temperature: float = field(default=2.0, metadata={"help": "Logits distillation: KD temperature T."})
+    logits_weight: float = field(
+        default=1.0, metadata={"help": "wsab+logits: L_distill = L_WSAB + logits_weight * L_KD."}
+    )
     feature_metric: str = field(
         default="cosine",
         metadata={"help": "Feature distillation: 'cosine' or 'mse'.", "choices": list(FEATURE_METRICS)},

@@ -88,7 +88,7 @@ def check_pair(
             out = teacher(pixel_values=pixel_values)
     except ValueError as error:
         raise ValueError(f"The teacher cannot read the student's {size}x{size} images: {error}") from error
-    if distillation == "logits":
+    if distillation in ("logits", "wsab+logits"):
         logits = getattr(out, "logits", None)
         if logits is None or logits.shape[-1] != student_config.num_labels:
             have = "no classification head" if logits is None else f"{logits.shape[-1]} labels"
@@ -96,6 +96,7 @@ def check_pair(
                 f"Logits distillation needs a teacher with the student's {student_config.num_labels} labels; the "
                 f"teacher has {have}. Fine-tune the teacher's head first or use --distillation wsab/feature."
             )
+    if distillation == "logits":
         return
     teacher_patch = getattr(teacher.config, "patch_size", None)
     if teacher_patch != student_config.patch_size:
@@ -161,7 +162,8 @@ def run(args: DistillationArguments, training_args: TrainingArguments, data: Dat
     if args.lora:
         student = add_lora(student, args)
     options = {"tau": args.tau, "weighting": args.weighting, "cls_weight": args.cls_weight,
-               "temperature": args.temperature, "feature_metric": args.feature_metric}  # fmt: skip
+               "temperature": args.temperature, "feature_metric": args.feature_metric,
+               "logits_weight": args.logits_weight}  # fmt: skip
     trainer = build_trainer(
         student,
         args.distillation,

@@ -16,10 +16,11 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from .baselines import FeatureDistillation, LogitsDistillation, NoDistillation
+from .combined import WSABLogitsDistillation
 from .features import StudentFeatures, TeacherFeatures
 from .wsab import WSABLoss
 
-DISTILLATIONS = ("wsab", "feature", "logits", "none")
+DISTILLATIONS = ("wsab", "wsab+logits", "feature", "logits", "none")
 
 
 @dataclass
@@ -43,8 +44,13 @@ def capture_last_hidden_state(module: nn.Module):
 
 
 def build_distiller(name: str, student_config, teacher_dim: int, **options) -> nn.Module:
-    """The loss named by ``--distillation``; ``options``: tau, weighting, cls_weight, temperature, feature_metric."""
+    """The loss named by ``--distillation``; ``options``: tau, weighting, cls_weight, temperature, feature_metric,
+    logits_weight."""
     grid = (student_config.grid_size, student_config.grid_size)
+    if name == "wsab+logits":
+        wsab = build_distiller("wsab", student_config, teacher_dim, **options)
+        logits = build_distiller("logits", student_config, teacher_dim, **options)
+        return WSABLogitsDistillation(wsab, logits, options.get("logits_weight", 1.0))
     if name == "wsab":
         return WSABLoss(
             student_config.num_hidden_layers,

