@@ -392,6 +392,11 @@ def convert(args: argparse.Namespace) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 2 on bad input (nothing written), 1 when only the push failed (the folder is complete)."""
+    from .convert_video import main as convert_video_main
+    from .convert_video import wants_video
+
+    if wants_video(sys.argv[1:] if argv is None else argv):  # --student videomamba-*: its own typed converter
+        return convert_video_main(argv)
     args = build_parser().parse_args(argv)
     try:
         output = convert(args)
