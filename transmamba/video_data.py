@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from datasets import Array3D, ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
 
-from .data import FASHION_MNIST_DIR, _read_idx, load_image_dataset
+from .data import FASHION_MNIST_DIR, SPLIT_SEED, _read_idx, load_image_dataset
 
 MOTIONS = {
     "up": (0, -1), "down": (0, 1), "to the left": (-1, 0), "to the right": (1, 0),
@@ -25,6 +25,7 @@ MOTIONS = {
 SPEEDS = {"slowly": 2, "quickly": 4}  # pixels per frame
 FASHION_NOUNS = ["t-shirt", "pair of trousers", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                  "ankle boot"]  # fmt: skip
+DIGIT_NOUNS = [f"digit {i}" for i in range(10)]
 OFFLINE_SPECS = ("moving_fashion_mnist", "moving_digits")
 ITEM = 28  # item side in pixels (Fashion-MNIST's size; digits are upscaled to it)
 
@@ -57,15 +58,18 @@ def _items(source: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[
             for split, stem in (("train", "train"), ("test", "t10k"))
         }, FASHION_NOUNS  # fmt: skip
     if source == "moving_fashion_mnist":
-        data, nouns = load_image_dataset("fashion_mnist"), FASHION_NOUNS
-    else:
-        data, nouns = load_image_dataset("digits"), [f"digit {i}" for i in range(10)]
-    out = {}
-    for split in ("train", "test"):
-        part = data[split]
-        images = np.stack([np.asarray(image.convert("L").resize((ITEM, ITEM))) for image in part["image"]])
-        out[split] = (images, np.asarray(part["label"]))
-    return out, nouns
+        data = load_image_dataset("fashion_mnist")  # the Hub copy
+        images = {split: np.stack([np.asarray(im.convert("L").resize((ITEM, ITEM))) for im in data[split]["image"]])
+                  for split in ("train", "test")}  # fmt: skip
+        return {split: (images[split], np.asarray(data[split]["label"])) for split in images}, FASHION_NOUNS
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()  # 8x8, values 0..16 -> 24x24 (3x nearest) in a 28x28 frame
+    images = np.pad(np.kron(digits.images * (255.0 / 16.0), np.ones((3, 3))), ((0, 0), (2, 2), (2, 2)))
+    images, labels = images.round().astype(np.uint8), digits.target
+    test = np.random.default_rng(SPLIT_SEED).permutation(len(labels))[: len(labels) // 5]
+    train = np.setdiff1d(np.arange(len(labels)), test)
+    return {"train": (images[train], labels[train]), "test": (images[test], labels[test])}, DIGIT_NOUNS
 
 
 def _features(num_frames: int, canvas: int, nouns: list[str]) -> Features:
