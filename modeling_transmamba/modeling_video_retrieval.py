@@ -88,7 +88,8 @@ class TransMambaForVideoTextRetrieval(PreTrainedModel):
             output_direction_outputs=output_direction_outputs,
             return_dict=True,
         )
-        return self.video_projection(out.pooler_output), out.pooler_output, out.direction_outputs
+        pooled = out.pooler_output if self.config.video_pooling == "cls" else out.last_hidden_state.mean(1)
+        return self.video_projection(pooled), pooled, out.direction_outputs
 
     def get_text_features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **text_inputs

@@ -15,7 +15,9 @@ from transmamba.conversion.export import REPORT_NAME
 from transmamba.conversion.subclone_video import inflate_patch_kernel, teacher_video_tokens
 from transmamba.modeling_transmamba import TransMambaForVideoClassification, TransVideoMambaConfig
 
-SPEC = "videomamba-t,hidden_size=32,num_hidden_layers=2,mlp_ratio=2,state_size=4,time_step_rank=2,scan_backend=sequential"
+SPEC = (
+    "videomamba-t,hidden_size=32,num_hidden_layers=2,mlp_ratio=2,state_size=4,time_step_rank=2,scan_backend=sequential"
+)
 
 
 def tiny_video(**overrides) -> TransVideoMambaConfig:

@@ -131,12 +131,14 @@ class RetrievalDistillation(nn.Module):
 
 
 @torch.no_grad()
-def teacher_video_embedding(teacher: PreTrainedModel, pixel_values: torch.Tensor) -> torch.Tensor:
-    """Mean over frames of the image teacher's pooled feature (class token after its final norm)."""
+def teacher_video_embedding(
+    teacher: PreTrainedModel, pixel_values: torch.Tensor, pooling: str = "mean"
+) -> torch.Tensor:
+    """Mean over frames of the image teacher's per-frame feature, pooled as the student pools: the mean of its
+    tokens after the final norm ("mean"), or its class token ("cls")."""
     batch, frames = pixel_values.shape[:2]
-    out = teacher(pixel_values=pixel_values.flatten(0, 1))
-    pooled = getattr(out, "pooler_output", None)
-    pooled = pooled if pooled is not None else out.last_hidden_state[:, 0]
+    tokens = teacher(pixel_values=pixel_values.flatten(0, 1)).last_hidden_state
+    pooled = tokens.mean(1) if pooling == "mean" else tokens[:, 0]
     return pooled.view(batch, frames, -1).mean(1)
 
 
@@ -159,7 +161,11 @@ class RetrievalTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training and self.teacher is not None and "teacher_embeds" not in inputs:
-            inputs = {**inputs, "teacher_embeds": teacher_video_embedding(self.teacher, inputs["pixel_values"])}
+            pooling = self.accelerator.unwrap_model(model).model.config.video_pooling
+            inputs = {
+                **inputs,
+                "teacher_embeds": teacher_video_embedding(self.teacher, inputs["pixel_values"], pooling),
+            }
         outputs = model(**inputs)
         if model.training:
             for key, value in outputs.logs.items():
