@@ -66,8 +66,8 @@ def _argv(root, out, *extra):
 def test_short_retrieval_run_lowers_the_loss_and_saves_both_towers(assets, tmp_path):
     out = tmp_path / "run"
     # The tiny random text tower trains too: frozen, its captions would be indistinguishable (a real MiniLM is not).
-    argv = _argv(assets, out, "--num-train-epochs", "12", "--max-train-samples", "16", "--teacher", str(assets / "vit"), "--distill-weight", "0.5",
-                 "--train-text-encoder")  # fmt: skip
+    extra = ["--num-train-epochs", "12", "--max-train-samples", "16", "--train-text-encoder"]
+    argv = _argv(assets, out, *extra, "--teacher", str(assets / "vit"), "--distill-weight", "0.5")
     trainer = run(*build_parser().parse_args_into_dataclasses(args=argv))
     logs = trainer.state.log_history
     losses = [entry["loss"] for entry in logs if "loss" in entry]
