@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizer, ViTConfig, ViTModel
+from transformers import AutoModelForVideoClassification, BertConfig, BertModel, BertTokenizer, ViTConfig, ViTModel
 from transmamba.conversion.convert_video import VideoConvertArguments, convert_video
 from transmamba.modeling_transmamba import TransMambaForVideoTextRetrieval
 from transmamba.trainers.retrieval import retrieval_metrics, retrieval_ranks
+from transmamba.trainers.train import build_parser as train_parser
+from transmamba.trainers.train import run as train_run
 from transmamba.trainers.train_retrieval import build_parser, run
 from transmamba.trainers.train_retrieval import main as retrieval_main
 
@@ -41,7 +43,7 @@ def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("retrieval")
     ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8,
                        intermediate_size=64)).save_pretrained(root / "vit")  # fmt: skip
-    convert_video(VideoConvertArguments(teacher=str(root / "vit"), student=SPEC, output=root / "student"))
+    convert_video(VideoConvertArguments(teacher=str(root / "vit"), student=SPEC, output=root / "student", num_labels=8))
     words = {w for phrase in [*DIGIT_NOUNS, *MOTIONS, *SPEEDS, "a moving"] for w in phrase.split()}
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
     tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(vocab)})
@@ -94,6 +96,23 @@ def test_frozen_text_tower_has_no_gradients_and_no_dropout(assets):
     assert not model.text_model.training and model.video_model.training
     saved = BertModel.from_pretrained(assets / "text").embeddings.word_embeddings.weight
     torch.testing.assert_close(model.text_model.embeddings.word_embeddings.weight, saved)
+
+
+def test_train_command_trains_a_video_classifier_with_wsab(assets, tmp_path):
+    """`transmamba train` on a video student: motion classification, WSAB against the teacher's frame tokens."""
+    out = tmp_path / "classifier"
+    argv = ["--teacher", str(assets / "vit"), "--student", str(assets / "student"), "--dataset", str(assets / "clips"),
+            "--output-dir", str(out), "--max-steps", "3", "--per-device-train-batch-size", "4", "--logging-steps", "1",
+            "--max-eval-samples", "8", "--use-cpu", "--save-strategy", "no", "--eval-strategy", "no"]  # fmt: skip
+    trainer = train_run(*train_parser().parse_args_into_dataclasses(args=argv))
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 3 and all("distill_loss/backward" in entry and "task_loss" in entry for entry in logs)
+    model = AutoModelForVideoClassification.from_pretrained(out)
+    assert type(model).__name__ == "TransMambaForVideoClassification"
+    assert "eval_accuracy" in trainer.state.log_history[-1]
+    trained = trainer.model.student.state_dict()
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, trained[name])
 
 
 def test_missing_caption_column_gets_one_clear_message(assets, tmp_path, capsys):
