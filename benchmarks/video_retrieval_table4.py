@@ -4,7 +4,8 @@
 
 Data: the offline moving-Fashion-MNIST clips (`transmamba.video_data`: real Fashion-MNIST items moving along 8
 directions at 2 speeds for 8 frames on a 56 px canvas, captions from class + motion); held-out split = one clip
-per caption (160). Text tower: all-MiniLM-L6-v2, frozen, for every row. Rows, each trained for the same steps,
+per caption (160); frames are resized to `--image-size` (42 px: a 3 x 3 grid of 14 px patches). Text tower:
+all-MiniLM-L6-v2, frozen, for every row (captions padded to 16 tokens). Rows, each trained for the same steps,
 batch and learning rate through `RetrievalTrainer` (the `train-retrieval` code path):
 - TransVideoMamba: subcloned from the teacher (`convert_video`), InfoNCE + the teacher's video embedding as a
   distillation target (beta = 1).
@@ -79,7 +80,7 @@ def prepare(args, work: Path) -> dict:
         clips = load_moving_clips("moving_fashion_mnist", num_train=args.num_train, num_frames=8, canvas=56, seed=0)
         out = {}
         for split in ("train", "test"):
-            batch = retrieval_transform(processor, tokenizer, 8, "video", "caption")(clips[split][:])
+            batch = retrieval_transform(processor, tokenizer, 8, "video", "caption", 16)(clips[split][:])
             with torch.no_grad():
                 batch["teacher_embeds"] = torch.cat([teacher_video_embedding(teacher, p) for p in
                                                      batch["pixel_values"].split(64)])  # fmt: skip
@@ -185,11 +186,11 @@ def write_tables(results: dict, args, out_dir: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True)
-    parser.add_argument("--student", default="videomamba-s,num_hidden_layers=4,hidden_size=192")
+    parser.add_argument("--student", default="videomamba-s,num_hidden_layers=2,hidden_size=192")
     parser.add_argument("--text-encoder", default=default_text_encoder())
-    parser.add_argument("--image-size", type=int, default=56)
-    parser.add_argument("--num-train", type=int, default=960)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--image-size", type=int, default=42, help="frames (56 px canvases) resized to this size")
+    parser.add_argument("--num-train", type=int, default=240)
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--projection-dim", type=int, default=256)

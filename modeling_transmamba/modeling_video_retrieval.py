@@ -52,7 +52,10 @@ class TransMambaForVideoTextRetrieval(PreTrainedModel):
     def __init__(self, config: TransVideoTextRetrievalConfig):
         super().__init__(config)
         self.video_model = TransVideoMambaModel(config.vision_config)
-        self.text_model = AutoModel.from_config(config.text_config, add_pooling_layer=False)
+        try:  # BERT-like encoders: no pooler (the text is mean-pooled here), so no unused weights
+            self.text_model = AutoModel.from_config(config.text_config, add_pooling_layer=False)
+        except TypeError:
+            self.text_model = AutoModel.from_config(config.text_config)
         self.video_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
         self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
