@@ -152,15 +152,15 @@ class RetrievalTrainer(Trainer):
         super().__init__(*args, **kwargs)
         if not isinstance(self.model, RetrievalDistillation):
             raise ValueError("RetrievalTrainer trains a RetrievalDistillation; wrap the retrieval model.")
-        if self.model.needs_teacher and teacher is None:
-            raise ValueError("Distillation (beta > 0) needs a teacher: pass teacher=... or set beta to 0.")
         self.teacher, self.tokenizer = teacher, tokenizer
         if teacher is not None:
             teacher.eval().requires_grad_(False).to(self.args.device)
         self._logs: dict[str, list[float]] = {}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if model.training and self.teacher is not None and "teacher_embeds" not in inputs:
+        if model.training and self.accelerator.unwrap_model(model).needs_teacher and "teacher_embeds" not in inputs:
+            if self.teacher is None:  # batches may carry precomputed teacher embeddings instead of a teacher
+                raise ValueError("Distillation (beta > 0) needs a teacher or batches with teacher_embeds.")
             pooling = self.accelerator.unwrap_model(model).model.config.video_pooling
             inputs = {
                 **inputs,
