@@ -39,6 +39,9 @@ EPILOG = """examples:
   transmamba convert --teacher llava-hf/llava-1.5-7b-hf --student "transllava,num_hidden_layers=16" \\
       --cross-mamba-layers 4,8,12 --mixer-init attention --output trans-llava-mamba
 
+Video students (--student videomamba-t / videomamba-s) subclone an image teacher into a TransVideoMamba; their
+options: `transmamba convert --student videomamba-t --help`.
+
 LLaVA teachers (LlavaForConditionalGeneration with a LLaMA/Mistral/Qwen2 or Gemma-3 language model, or
 Gemma3ForConditionalGeneration) are detected from their config. The student keeps the vision tower and projector
 and replaces every language-model layer with a Mamba layer (embeddings, norms, MLPs, lm_head and o_proj -> out_proj
@@ -393,6 +396,11 @@ def convert(args: argparse.Namespace) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 2 on bad input (nothing written), 1 when only the push failed (the folder is complete)."""
+    from .convert_video import main as convert_video_main
+    from .convert_video import wants_video
+
+    if wants_video(sys.argv[1:] if argv is None else argv):  # --student videomamba-*: its own typed converter
+        return convert_video_main(argv)
     args = build_parser().parse_args(argv)
     try:
         output = convert(args)

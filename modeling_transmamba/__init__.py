@@ -1,9 +1,17 @@
 """TransMamba vision students as `transformers` models, registered with the Auto classes on import."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForImageTextToText
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForImageTextToText,
+    AutoModelForVideoClassification,
+)
 
 from .configuration_transllava import TransLlavaMambaConfig, TransLlavaMambaTextConfig
 from .configuration_transmamba import PRESETS, TransMambaConfig
+from .configuration_video_retrieval import TransVideoTextRetrievalConfig
+from .configuration_videomamba import VIDEO_PRESETS, TransVideoMambaConfig
 from .modeling_transllava import TransLlavaMambaForConditionalGeneration, TransLlavaMambaModel
 from .modeling_transmamba import (
     TransMambaForImageClassification,
@@ -12,6 +20,8 @@ from .modeling_transmamba import (
     TransMambaModelOutput,
     TransMambaPreTrainedModel,
 )
+from .modeling_video_retrieval import TransMambaForVideoTextRetrieval, VideoTextRetrievalOutput
+from .modeling_videomamba import TransMambaForVideoClassification, TransVideoMambaModel
 from .selective_scan import selective_scan, selective_scan_chunked, selective_scan_sequential, selective_state_step
 
 AutoConfig.register(TransMambaConfig.model_type, TransMambaConfig, exist_ok=True)
@@ -29,19 +39,37 @@ AutoModelForImageTextToText.register(TransLlavaMambaConfig, TransLlavaMambaForCo
 TransLlavaMambaConfig.register_for_auto_class()
 TransLlavaMambaModel.register_for_auto_class("AutoModel")
 TransLlavaMambaForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+# TransVideoMamba (video students) and its text-video retrieval model, registered the same way.
+AutoConfig.register(TransVideoMambaConfig.model_type, TransVideoMambaConfig, exist_ok=True)
+AutoModel.register(TransVideoMambaConfig, TransVideoMambaModel, exist_ok=True)
+AutoModelForVideoClassification.register(TransVideoMambaConfig, TransMambaForVideoClassification, exist_ok=True)
+TransVideoMambaConfig.register_for_auto_class()
+TransVideoMambaModel.register_for_auto_class("AutoModel")
+TransMambaForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
+AutoConfig.register(TransVideoTextRetrievalConfig.model_type, TransVideoTextRetrievalConfig, exist_ok=True)
+AutoModel.register(TransVideoTextRetrievalConfig, TransMambaForVideoTextRetrieval, exist_ok=True)
+TransVideoTextRetrievalConfig.register_for_auto_class()
+TransMambaForVideoTextRetrieval.register_for_auto_class("AutoModel")
 
 __all__ = [
     "PRESETS",
+    "VIDEO_PRESETS",
     "TransLlavaMambaConfig",
     "TransLlavaMambaForConditionalGeneration",
     "TransLlavaMambaModel",
     "TransLlavaMambaTextConfig",
     "TransMambaConfig",
+    "TransMambaForVideoClassification",
+    "TransMambaForVideoTextRetrieval",
     "TransMambaForImageClassification",
     "TransMambaImageClassifierOutput",
     "TransMambaModel",
     "TransMambaModelOutput",
     "TransMambaPreTrainedModel",
+    "TransVideoMambaConfig",
+    "TransVideoMambaModel",
+    "TransVideoTextRetrievalConfig",
+    "VideoTextRetrievalOutput",
     "selective_scan",
     "selective_scan_chunked",
     "selective_scan_sequential",

@@ -23,7 +23,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-from transmamba.modeling_transmamba import TransMambaConfig, TransMambaForImageClassification
+from transmamba.modeling_transmamba import TransMambaConfig, TransMambaForImageClassification, TransVideoMambaConfig
 
 from .args import DistillationArguments
 from .build import build_trainer, train_and_export
@@ -138,6 +138,10 @@ def run(args: DistillationArguments, training_args: TrainingArguments, data: Dat
     set_seed(training_args.seed)
 
     student_config = load_student_config(args.student)
+    if isinstance(student_config, TransVideoMambaConfig):  # video students: own data, transform and WSAB targets
+        from .train_video import run_video
+
+        return run_video(args, training_args, student_config, data)
     data = data if data is not None else load_data(args.dataset)
     train_data, eval_data = pick_splits(data, args.train_split, args.eval_split, training_args.seed)
     image_col, label_col = resolve_columns(train_data, args.image_column, args.label_column)

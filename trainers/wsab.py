@@ -81,6 +81,10 @@ class WSABLoss(nn.Module):
         score = 1.0 - sims if self.weighting == "misaligned" else sims
         return torch.softmax(score / self.tau, dim=0)
 
+    def align(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher tokens -> the student's token order (a subclass with another layout overrides this)."""
+        return align_teacher_tokens(tokens, self.num_patches, self.use_cls_token)
+
     def forward(self, student: StudentFeatures, teacher: TeacherFeatures) -> DistillLoss:
         layers = student.direction_outputs
         if layers is None or len(layers) != len(self.calibration):
@@ -88,7 +92,7 @@ class WSABLoss(nn.Module):
                 f"WSAB needs the direction outputs of all {len(self.calibration)} student layers; call the student "
                 "with output_direction_outputs=True."
             )
-        target = align_teacher_tokens(teacher.tokens, self.num_patches, self.use_cls_token)
+        target = self.align(teacher.tokens)
         teacher_scan = F.normalize(target.float(), dim=-1)[:, self.perm]  # (batch, directions, length, teacher dim)
         sims = torch.stack([self.similarity(i, out, teacher_scan) for i, out in enumerate(layers)])
         weights = self.layer_weights(sims)

@@ -10,6 +10,7 @@ COMMANDS = {
     "convert": ("transmamba.conversion.cli", "stage 1: subclone a ViT-family Transformer into a Mamba student"),
     "train": ("transmamba.trainers.train", "stage 2: distil a converted student from its teacher (WSAB)"),
     "train-vlm": ("transmamba.trainers.train_vlm", "distil a TransLlavaMamba (Mamba LM) from its LLaVA teacher"),
+    "train-retrieval": ("transmamba.trainers.train_retrieval", "train a TransVideoMamba for text-video retrieval"),
     "run": ("transmamba.run", "the whole pipeline: teacher, convert, train, evaluate, card, optional push"),
     "card": ("transmamba.model_cards.cli", "regenerate a model folder's card from its stored results"),
 }

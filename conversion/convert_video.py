@@ -1,0 +1,203 @@
+"""`transmamba convert --student videomamba-t ...`: subclone an image ViT into a TransVideoMamba student.
+
+A typed :class:`VideoConvertArguments` and a thin `HfArgumentParser` wrapper; `conversion/cli.py` hands every
+``--student videomamba-*`` call here, so the image/LLaVA converter is untouched.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser, PretrainedConfig
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from ..model_cards.stage1 import teacher_license
+from ..model_cards.video import video_student_card
+from ..modeling_transmamba import VIDEO_PRESETS, TransMambaConfig, TransVideoMambaConfig
+from .export import REPORT_NAME, check_output, write_model_folder
+from .importance import select_indices
+from .student_spec import _split_top_level, _value
+from .subclone import summarise
+from .subclone_video import INFLATIONS, subclone_video
+from .teachers import default_image_size, load_image_processor, load_teacher, load_teacher_config
+
+
+@dataclass
+class VideoConvertArguments:
+    teacher: str = field(metadata={"help": "Hub id or folder of a ViT-family image model (ViT, DeiT, DINOv2)."})
+    student: str = field(
+        metadata={
+            "help": "videomamba-t or videomamba-s, optionally with config overrides: "
+            "'videomamba-t,num_hidden_layers=6,num_frames=16,tubelet_size=2'. Patch size, channels, norm eps and "
+            "activation come from the teacher; width and depth may not exceed the teacher's."
+        }
+    )
+    output: Path = field(metadata={"help": "Folder to write (must not exist unless --overwrite); written atomically."})
+    image_size: int | None = field(
+        default=None, metadata={"help": "Frame size (default: the teacher processor's size)."}
+    )
+    num_labels: int | None = field(default=None, metadata={"help": "Classes of a fresh video head (default: 2)."})
+    inflation: str = field(
+        default="centre",
+        metadata={
+            "help": "Tubelet inflation of the 2-D patch kernel: centre (VideoMamba) or mean.",
+            "choices": list(INFLATIONS),
+        },  # fmt: skip
+    )
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output folder."})
+    seed: int = field(default=0, metadata={"help": "Seed of the student's fresh parameters."})
+    base_model: str | None = field(default=None, metadata={"help": "Hub id to record as base_model in the card."})
+
+    def __post_init__(self) -> None:
+        self.output = Path(self.output)
+        parse_video_spec(self.student)
+        if self.inflation not in INFLATIONS:
+            raise ValueError(f"--inflation must be one of {', '.join(INFLATIONS)}, got {self.inflation!r}.")
+        if (self.num_labels is not None and self.num_labels < 1) or (
+            self.image_size is not None and self.image_size < 1
+        ):
+            raise ValueError("--num-labels and --image-size must be at least 1.")
+
+
+def wants_video(argv: list[str]) -> bool:
+    """Whether a `transmamba convert` command line names a video student (``--student videomamba-*``)."""
+    for i, arg in enumerate(argv):
+        spec = (
+            arg.partition("=")[2]
+            if arg.startswith("--student=")
+            else (argv[i + 1] if arg == "--student" and i + 1 < len(argv) else None)
+        )
+        if spec is not None:
+            return spec.split(",", 1)[0].strip() in VIDEO_PRESETS
+    return False
+
+
+def parse_video_spec(spec: str) -> tuple[str, dict]:
+    """``videomamba-t[,key=value...]`` -> (preset, overrides); unknown presets and fields fail here."""
+    preset, *items = [part.strip() for part in _split_top_level(spec)]
+    if preset not in VIDEO_PRESETS:
+        raise ValueError(f"Unknown video student preset {preset!r}; choose one of {', '.join(VIDEO_PRESETS)}.")
+    known = {"num_frames", "tubelet_size"} | (
+        set(inspect.signature(TransMambaConfig.__init__).parameters) - {"self", "kwargs"}
+    )
+    overrides = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key.strip() not in known:
+            raise ValueError(
+                f"Bad student override {item!r}: expected key=value with key one of {', '.join(sorted(known))}."
+            )
+        overrides[key.strip()] = _value(raw.strip())
+    return preset, overrides
+
+
+def video_student_config(args: VideoConvertArguments, teacher_config: PretrainedConfig, image_size: int):
+    """Preset, then the teacher's shape fields, then the overrides; refuses a student wider/deeper than the teacher."""
+    preset, overrides = parse_video_spec(args.student)
+    from_teacher = {
+        k: getattr(teacher_config, k) for k in ("patch_size", "num_channels", "layer_norm_eps", "hidden_act")
+    }
+    clash = [k for k in from_teacher if k in overrides and overrides[k] != from_teacher[k]]
+    if clash:
+        raise ValueError(f"Student {', '.join(clash)} must be the teacher's ({from_teacher}); drop the override.")
+    fields = {**VIDEO_PRESETS[preset], **from_teacher, "image_size": image_size, **overrides}
+    if args.num_labels:
+        fields["num_labels"] = args.num_labels
+    if fields["hidden_size"] > teacher_config.hidden_size:
+        raise ValueError(
+            f"Student hidden_size {fields['hidden_size']} is wider than the teacher's {teacher_config.hidden_size}; "
+            f"add hidden_size={teacher_config.hidden_size} (or less) to --student."
+        )
+    if fields["num_hidden_layers"] > teacher_config.num_hidden_layers:
+        raise ValueError(
+            f"Student num_hidden_layers {fields['num_hidden_layers']} is deeper than the teacher's "
+            f"{teacher_config.num_hidden_layers}; add num_hidden_layers={teacher_config.num_hidden_layers} (or less)."
+        )
+    try:
+        return TransVideoMambaConfig(**fields)
+    except ValueError as error:
+        raise ValueError(f"Student spec {args.student!r} is invalid: {error}") from None
+
+
+def video_processor(teacher_processor, image_size: int):
+    """VideoMAE's image processor (frames -> (frames, C, H, W)) with the teacher's normalisation, resizing frames to
+    ``image_size`` square. The PIL variant: `transformers` 5 video processors need torchvision, absent here; it
+    saves as the backend-neutral ``VideoMAEImageProcessor`` and loads with ``AutoImageProcessor``."""
+    from transformers.models.videomae.image_processing_pil_videomae import VideoMAEImageProcessorPil
+
+    mean = getattr(teacher_processor, "image_mean", None) or IMAGENET_DEFAULT_MEAN
+    std = getattr(teacher_processor, "image_std", None) or IMAGENET_DEFAULT_STD
+    return VideoMAEImageProcessorPil(
+        size={"height": image_size, "width": image_size}, do_center_crop=False, image_mean=mean, image_std=std
+    )
+
+
+def convert_video(args: VideoConvertArguments) -> Path:
+    """Cheap checks (output, spec, teacher config, shape), then load the teacher, subclone and write the folder."""
+    started = time.perf_counter()
+    check_output(args.output, args.overwrite)
+    teacher_config = load_teacher_config(args.teacher)
+    teacher_processor = load_image_processor(args.teacher)
+    image_size = args.image_size or default_image_size(teacher_config, teacher_processor)
+    config = video_student_config(args, teacher_config, image_size)
+    teacher = load_teacher(args.teacher, teacher_config)
+    # A narrower student keeps the channels with the largest weights (magnitude): no images needed.
+    selection = select_indices(
+        teacher, "magnitude", config.hidden_size, config.mlp_hidden_size, config.num_hidden_layers
+    )
+    student, tensors = subclone_video(teacher, config, selection, seed=args.seed, inflation=args.inflation)
+    summary = summarise(tensors, student)
+    report = {
+        "format": "transmamba-video-subcloning-report/1",
+        "teacher": {"source": args.teacher, "class": type(teacher.model).__name__, "hidden_size": teacher.hidden_size},
+        "student": {
+            "spec": args.student,
+            "class": type(student).__name__,
+            "num_frames": config.num_frames,
+            "tubelet_size": config.tubelet_size,
+            "image_size": image_size,
+            "parameters": student.num_parameters(),
+        },  # fmt: skip
+        "inflation": args.inflation,
+        "importance": selection.method,
+        "seed": args.seed,
+        "summary": summary,
+        "tensors": tensors,
+    }
+    card = video_student_card(
+        teacher=args.teacher,
+        teacher_class=type(teacher.model).__name__,
+        base_model=args.base_model or (None if teacher.is_local else args.teacher),
+        license=teacher_license(args.teacher),
+        student_spec=args.student,
+        config=config,
+        num_parameters=student.num_parameters(),
+        inflation=args.inflation,
+        summary=summary,
+        repo_id=None,
+    )
+    processor = video_processor(teacher_processor, image_size)
+    output = write_model_folder(args.output, student, processor, report, card, args.overwrite)
+    print(f"wrote {output} in {time.perf_counter() - started:.1f}s: {student.num_parameters():,} params; details in "
+          f"{REPORT_NAME}")  # fmt: skip
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit 0 on success, 2 on bad input (one message, nothing written)."""
+    parser = HfArgumentParser(VideoConvertArguments, prog="transmamba convert")
+    try:
+        (args,) = parser.parse_args_into_dataclasses(args=argv)
+        convert_video(args)
+    except ValueError as error:
+        print(f"transmamba convert: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
