@@ -45,7 +45,7 @@ from transmamba.trainers.train_vlm import run as train_vlm
 from transmamba.image_text import LlavaConversationEncoder
 from transmamba.stages import Stages
 from transmamba.vqa_answer import evaluate_answers
-from transmamba.vqa_eval import vqa_splits
+from transmamba.vqa_eval import SOURCES, vqa_splits
 
 PAPER = "Trans-LLaVA 0.6B (paper, Table 3): GQA 50.2, VQAv2 49.7, VizWiz 34.8, ScienceQA 62.9"
 # name -> (init, alpha, feature_weight, cross-Mamba on)
@@ -107,7 +107,8 @@ class StepTimer(BaseStreamer):
 
 @torch.no_grad()
 def per_token_seconds(model, prompt: int, new_tokens: int, vocab: int) -> float:
-    ids = torch.randint(1000, min(vocab, 50000), (1, prompt), generator=torch.Generator().manual_seed(0))
+    low, high = min(1000, vocab // 2), min(vocab, 50000)  # ordinary text tokens, no special ones
+    ids = torch.randint(low, high, (1, prompt), generator=torch.Generator().manual_seed(0))
     timer = StepTimer()
     model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
                    min_new_tokens=new_tokens, do_sample=False, streamer=timer)  # fmt: skip
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dinov2", type=Path, help="DINOv2 folder (offline_dinov2_teacher.py) for `compose`.")
     parser.add_argument("--aligned-teacher", type=Path, help="use this aligned teacher; skips compose and align.")
     parser.add_argument("--image-size", type=int, default=56)
+    parser.add_argument("--source", default="default", choices=SOURCES, help="question images (default: Fashion-MNIST).")
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--eval-images", type=int, default=25)
     parser.add_argument("--align-steps", type=int, default=200)
@@ -170,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": {}}  # fmt: skip
     results["machine"] = f"{platform.processor() or platform.machine()}, 2-core CPU, shared, 1 thread, torch " \
                          f"{torch.__version__}"  # fmt: skip
-    splits = vqa_splits("default", args.train_images, args.eval_images)
-    results["questions"] = (f"{len(splits['test'])} questions on the first {args.eval_images} Fashion-MNIST test "
-                            f"images; training questions on {len(splits['train']) // 4} train images")  # fmt: skip
+    splits = vqa_splits(args.source, args.train_images, args.eval_images)
+    results["questions"] = (f"{len(splits['test'])} questions on the first {args.eval_images} test "
+                            f"images ({args.source}); training questions on {len(splits['train']) // 4} train images")  # fmt: skip
     names = ["compose", "align", "eval-teacher"] + [
         f"{kind}-{s}-seed{seed}" for s in students for seed in seeds for kind in ("init", "train", "eval")
     ] + ["speed"]  # fmt: skip
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             targs.resume_from_checkpoint = resume_point(folder / "model")
             started = time.perf_counter()
             trainer = align(AlignArguments(teacher=str(args.work_dir / "compose" / "model"),
-                                           max_train_images=args.train_images), targs)  # fmt: skip
+                                           source=args.source, max_train_images=args.train_images), targs)  # fmt: skip
             losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
             return {"seconds": round(time.perf_counter() - started), "first_loss": losses[:1],
                     "last_loss": losses[-1:]}, ["model/model.safetensors"]  # fmt: skip
