@@ -36,6 +36,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, TrainingArg
 from transformers.generation.streamers import BaseStreamer
 from transmamba.conversion.compose_gemma_llava import compose, packaged_gemma_gguf
 from transmamba.conversion.llava import subclone_llava
+from transmamba.model_cards.vlm import build_vlm_card
 from transmamba.modeling_transmamba import TransLlavaMambaForConditionalGeneration
 from transmamba.trainers.align_projector import AlignArguments
 from transmamba.trainers.align_projector import run as align
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dinov2", type=Path, help="DINOv2 folder (offline_dinov2_teacher.py) for `compose`.")
     parser.add_argument("--aligned-teacher", type=Path, help="use this aligned teacher; skips compose and align.")
     parser.add_argument("--image-size", type=int, default=56)
-    parser.add_argument("--source", default="default", choices=SOURCES, help="question images (default: Fashion-MNIST).")
+    parser.add_argument("--source", default="default", choices=SOURCES, help="question images (Fashion-MNIST).")
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--eval-images", type=int, default=25)
     parser.add_argument("--align-steps", type=int, default=200)
@@ -173,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = f"{platform.processor() or platform.machine()}, 2-core CPU, shared, 1 thread, torch " \
                          f"{torch.__version__}"  # fmt: skip
     splits = vqa_splits(args.source, args.train_images, args.eval_images)
-    results["questions"] = (f"{len(splits['test'])} questions on the first {args.eval_images} test "
-                            f"images ({args.source}); training questions on {len(splits['train']) // 4} train images")  # fmt: skip
+    results["questions"] = (
+        f"{len(splits['test'])} questions on the first {args.eval_images} test images ({args.source}); training "
+        f"questions on {len(splits['train']) // 4} train images"
+    )
     names = ["compose", "align", "eval-teacher"] + [
         f"{kind}-{s}-seed{seed}" for s in students for seed in seeds for kind in ("init", "train", "eval")
     ] + ["speed"]  # fmt: skip
@@ -277,6 +280,14 @@ def main(argv: list[str] | None = None) -> int:
             save()
 
     distilled = args.work_dir / "train-distilled-seed0" / "model"
+    if "eval" in results["rows"].get("distilled-seed0", {}):  # the card states the measured exact match
+        config = json.loads((teacher / "config.json").read_text())
+        facts = {"teacher_layers": config["text_config"]["num_hidden_layers"], "student_layers": layers,
+                 "machine": results["machine"], "repo": "transllava-mamba-distilled",
+                 "gemma": config["text_config"]["model_type"].startswith("gemma")}  # fmt: skip
+        card = build_vlm_card(results["rows"], "distilled-seed0", str(teacher), facts)
+        card.save(distilled / "README.md")  # replaces the trainer's placeholder stub
+        card.save(args.out_dir / "table3_card.md")
     if distilled.is_dir():
 
         def do_speed(folder: Path):

@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, Features, Image
+from huggingface_hub import ModelCard
 from PIL import Image as PILImage
 from test_llava_distill import tiny_processor
 from transmamba.conversion.compose_gemma_llava import GEMMA_CHAT_TEMPLATE
+from transmamba.model_cards.vlm import build_vlm_card
 
 from transmamba.image_text import LlavaConversationEncoder
 from transmamba.vqa_eval import (
@@ -162,3 +164,23 @@ def test_prompt_only_ends_with_the_assistant_cue_and_stops_at_end_of_turn():
     processor.chat_template = None
     with pytest.raises(ValueError, match="has no chat template"):
         LlavaConversationEncoder(processor, prompt_format="chat_template")
+
+
+def test_vlm_card_puts_the_measured_exact_match_in_model_index(tmp_path):
+    rows = {
+        "teacher (projector aligned)": {"eval": {"exact_match": 0.8}, "budget": "200 steps"},
+        "distilled-seed0": {"eval": {"exact_match": 0.625}, "budget": "100 steps x batch 8"},
+        "ce-scratch-seed0": {"budget": "not run"},
+    }
+    facts = {"teacher_layers": 18, "student_layers": 6, "machine": "2-core CPU", "repo": "me/x", "gemma": True}
+    card = build_vlm_card(rows, "distilled-seed0", "teacher-aligned", facts)
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")  # offline round trip (validate() needs the Hub)
+    (result,) = loaded.data.eval_results
+    assert (result.metric_type, result.metric_value, result.task_type) == ("exact_match", 0.625,
+                                                                           "visual-question-answering")  # fmt: skip
+    assert loaded.data.pipeline_tag == "image-text-to-text" and loaded.data.license == "gemma"
+    assert "| distilled-seed0 (this model) | 62.5 % |" in loaded.text and "ce-scratch" not in loaded.text
+    assert "Gemma Terms of Use" in loaded.text and "not available offline" in loaded.text
+    with pytest.raises(ValueError, match="No measured exact match"):
+        build_vlm_card(rows, "ce-scratch-seed0", "teacher-aligned", facts)
