@@ -116,6 +116,27 @@ def per_token_seconds(model, prompt: int, new_tokens: int, vocab: int) -> float:
     return statistics.median(b - a for a, b in zip(timer.times, timer.times[1:], strict=False))
 
 
+def write_examples(out_dir: Path, rows, results: dict, count: int = 5) -> None:
+    """Five held-out examples (image, question, teacher's and distilled student's answers) as markdown + PNGs;
+    image i is asked question kind i mod 4, so every kind shows up."""
+    answers = {name: row["eval"]["predictions"] for name, row in results["rows"].items()
+               if len(row.get("eval", {}).get("predictions", [])) == len(rows)}  # fmt: skip
+    teacher, student = answers.get("teacher (projector aligned)"), answers.get("distilled-seed0")
+    if teacher is None:
+        return
+    folder = out_dir / "table3_examples"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["| image | question | answer | teacher | distilled student |", "|---|---|---|---|---|"]
+    for image in range(count):
+        i = 4 * image + image % 4
+        row = rows[i]
+        row["image"].convert("L").resize((84, 84), resample=0).save(folder / f"{image}.png")
+        said = student[i] if student else "(not trained yet)"
+        lines.append(f"| ![](table3_examples/{image}.png) | {row['question']} | {row['answer']} | "
+                     f"{teacher[i].strip()!r} | {said.strip()!r} |")  # fmt: skip
+    (out_dir / "table3_examples.md").write_text("\n".join(lines) + "\n")
+
+
 def write_outputs(out_dir: Path, results: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "table3.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -222,10 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     def do_eval_teacher(folder: Path):
         return evaluate(teacher, teacher, splits["test"], args.max_new_tokens), []
 
-    ev = stages.run("eval-teacher", "exact match of the teacher", {"teacher": str(teacher)}, do_eval_teacher)
+    ev = stages.run(
+        "eval-teacher",
+        "exact match of the teacher",
+        {"teacher": str(teacher), "questions": len(splits["test"])},
+        do_eval_teacher,
+    )
     results["rows"]["teacher (projector aligned)"]["eval"] = ev
     results["chance"] = round(100 * ev["chance"], 1)
     save()
+    write_examples(args.out_dir, splits["test"], results)
 
     data = DatasetDict({"train": splits["train"], "test": splits["test"].select(range(8))})
     layers = args.student_layers
@@ -274,10 +301,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             save()
             student_dir = args.work_dir / f"train-{tag}" / "model"
-            row["eval"] = stages.run(f"eval-{tag}", "exact match", {"student": str(student_dir)},
-                                     lambda folder, d=student_dir: (evaluate(d, teacher, splits["test"],
-                                                                             args.max_new_tokens), []))  # fmt: skip
+            row["eval"] = stages.run(
+                f"eval-{tag}",
+                "exact match",
+                {"student": str(student_dir), "questions": len(splits["test"])},
+                lambda folder, d=student_dir: (evaluate(d, teacher, splits["test"], args.max_new_tokens), []),
+            )
             save()
+    write_examples(args.out_dir, splits["test"], results)
 
     distilled = args.work_dir / "train-distilled-seed0" / "model"
     if "eval" in results["rows"].get("distilled-seed0", {}):  # the card states the measured exact match
