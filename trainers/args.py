@@ -90,6 +90,11 @@ class VlmDistillationArguments:
     train_vision_tower: bool = field(
         default=False, metadata={"help": "Also train the vision tower (frozen by default, as LLaVA does)."}
     )
+    lora: bool = field(default=False, metadata={"help": "LoRA adapters on the language model's projections only; "
+                                                         "merged into the saved student (trainers/vlm_lora.py)."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation rows."})
     image_column: str = field(default="image", metadata={"help": "Column holding the images."})

@@ -29,6 +29,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from .features import DistillLoss
+from .vlm_lora import base_student
 from .wrapper import DistillationModel, DistillationOutput
 
 FEATURE_METRICS = ("cosine", "mse")
@@ -136,8 +137,8 @@ class LlavaDistillationModel(DistillationModel):
         feature_weight: float = 1.0,
         feature_metric: str = "cosine",
     ):
-        _check_student(student)
-        text, teacher_text = student.config.text_config, teacher_config.text_config
+        _check_student(base_student(student))
+        text, teacher_text = base_student(student).config.text_config, teacher_config.text_config
         if text.vocab_size != teacher_text.vocab_size:
             raise ValueError(
                 f"Logits KD needs one vocabulary: the student has {text.vocab_size} tokens, the teacher "
@@ -179,7 +180,8 @@ class LlavaDistillationModel(DistillationModel):
         teacher_hidden: torch.Tensor | None = None,
     ) -> DistillationOutput:
         distill = self.training and teacher_logits is not None
-        out = self.student.model(
+        student = base_student(self.student)  # a PeftModel's adapters live inside its base model
+        out = student.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
             attention_mask=attention_mask,
@@ -188,7 +190,7 @@ class LlavaDistillationModel(DistillationModel):
             return_dict=True,
         )
         scored, targets = answer_positions(labels)
-        logits = self.student.lm_head(out.last_hidden_state[scored])
+        logits = student.lm_head(out.last_hidden_state[scored])
         task = F.cross_entropy(logits.float(), targets)
         if not distill:
             return DistillationOutput(loss=task, logs={"task_loss": task.detach()} if self.training else None)

@@ -31,6 +31,7 @@ from .build import train_and_export
 from .inputs import pick_splits
 from .llava_distill import LlavaDistillationModel
 from .trainer import DistillationTrainer
+from .vlm_lora import add_vlm_lora, check_lora_options
 
 logger = logging.getLogger("transmamba.train_vlm")
 
@@ -89,6 +90,8 @@ def run(args: VlmDistillationArguments, training_args: TrainingArguments, data: 
     set_seed(training_args.seed)
 
     load_configs(args)
+    if args.lora:
+        check_lora_options(args.lora_r, args.lora_alpha, args.lora_dropout)
     if data is None:
         data = load_image_text_dataset(args.dataset, seed=training_args.seed, image_column=args.image_column,
                                        column=args.conversation_column)  # fmt: skip
@@ -107,6 +110,8 @@ def run(args: VlmDistillationArguments, training_args: TrainingArguments, data: 
     teacher = AutoModelForImageTextToText.from_pretrained(args.teacher, dtype="auto")  # frozen: its saved dtype
     student = TransLlavaMambaForConditionalGeneration.from_pretrained(args.student, dtype=torch.float32)
     student.model.vision_tower.requires_grad_(args.train_vision_tower)
+    if args.lora:
+        student = add_vlm_lora(student, args.lora_r, args.lora_alpha, args.lora_dropout)
     model = LlavaDistillationModel(
         student, teacher.config, args.alpha, args.temperature, args.feature_weight, args.feature_metric
     )

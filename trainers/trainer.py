@@ -10,8 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer
+from transformers.utils import logging
 
 from .wrapper import DistillationModel, capture_last_hidden_state
+
+logger = logging.get_logger(__name__)
 
 README_PLACEHOLDER = """---
 library_name: transformers
@@ -105,6 +108,29 @@ class DistillationTrainer(Trainer):
             super().save_model(output_dir, _internal_call=True)
         else:
             self.export_student(output_dir)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Checkpoints of the wrapper go through safetensors, which refuses tensors that share memory (tied
+        embeddings and ``lm_head``, as in Gemma): keep one name per tensor; resuming loads non-strictly and the
+        tie restores the other."""
+        if state_dict is None and not isinstance(self.model, PreTrainedModel):
+            state_dict, seen = {}, set()
+            for key, value in self.model.state_dict().items():
+                if (value.data_ptr(), value.shape) not in seen or value.numel() == 0:
+                    seen.add((value.data_ptr(), value.shape))
+                    state_dict[key] = value
+        super()._save(output_dir, state_dict)
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """Warn about missing checkpoint keys, except the tied names :meth:`_save` left out (restored by the tie)."""
+        tensors = self.model.state_dict()
+        absent = set(load_result.missing_keys)
+        loaded = {value.data_ptr() for key, value in tensors.items() if key not in absent}
+        missing = [key for key in load_result.missing_keys if tensors[key].data_ptr() not in loaded]
+        if missing:
+            logger.warning("There were missing keys in the checkpoint model loaded: %s.", missing)
+        if load_result.unexpected_keys:
+            logger.warning("There were unexpected keys in the checkpoint: %s.", load_result.unexpected_keys)
 
     def export_student(self, output_dir: str | None = None) -> str:
         """Write the student alone (code, config, weights; LoRA merged), the image processor and a card stub."""

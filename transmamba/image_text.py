@@ -25,6 +25,7 @@ IMAGE_PLACEHOLDER = "<image>"  # LLaVA's DEFAULT_IMAGE_TOKEN; replaced by the pr
 CONVERSATION_COLUMNS = ("conversations", "messages")
 USER_ROLES, ASSISTANT_ROLES = ("human", "user"), ("gpt", "assistant")
 OFFLINE_SOURCES = ("default", "fashion_mnist", "digits")
+PROMPT_FORMATS = ("auto", "chat_template", "llava")
 SPLIT_SEED = 0
 
 # (question, answer) pairs; {name} is the class name, {article} "a"/"an" before it.
@@ -169,19 +170,76 @@ class LlavaConversationEncoder:
     """Batch transform for ``Dataset.with_transform``: image + conversation -> ``input_ids``, ``labels``,
     ``pixel_values``, through the teacher's ``LlavaProcessor``.
 
-    The prompt follows LLaVA-1.5 ("USER: <image>\\nquestion ASSISTANT: answer</s>"). The first user turn goes
-    through the processor with the image, which expands the placeholder to one token per image feature; the
-    other segments through its tokenizer. ``labels`` are -100 everywhere except the answer tokens (and the EOS
-    closing each answer), so the model is taught only what the assistant says.
+    The prompt is the processor's chat template when it has one (``processor.apply_chat_template``; Gemma-3's
+    turn format, for instance), else LLaVA-1.5's fixed prompt ("USER: <image>\\nquestion ASSISTANT: answer</s>");
+    ``prompt_format`` forces either. The segment holding the image goes through the processor, which expands the
+    placeholder to one token per image feature; the other segments through its tokenizer. ``labels`` are -100
+    everywhere except the answer tokens (and the EOS or end-of-turn marker closing each answer), so the model is
+    taught only what the assistant says.
     """
 
-    def __init__(self, processor, image_column: str = "image", conversation_column: str = "conversations"):
+    def __init__(
+        self,
+        processor,
+        image_column: str = "image",
+        conversation_column: str = "conversations",
+        prompt_format: str = "auto",
+    ):
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got {prompt_format!r}.")
+        has_template = bool(getattr(processor, "chat_template", None))
+        if prompt_format == "chat_template" and not has_template:
+            raise ValueError("prompt_format='chat_template' but the processor has no chat template; use 'llava'.")
+        self.chat = prompt_format == "chat_template" or (prompt_format == "auto" and has_template)
         self.processor, self.tokenizer = processor, processor.tokenizer
         self.image_token = getattr(processor, "image_token", None) or IMAGE_PLACEHOLDER
         self.image_column, self.conversation_column = image_column, conversation_column
         self.eos = self.tokenizer.eos_token or ""
 
-    def encode(self, image, conversation: list[dict]) -> dict[str, list[int] | torch.Tensor]:
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """Token ids that end an answer, for ``generate``: EOS, and the first token a chat template puts after one."""
+        stops = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        if self.chat:
+            turns = [("user", "?"), ("assistant", "X")]
+            full = self._render(turns, False)
+            closing = full[full.rindex("X") + 1 :]
+            closing_ids = self.tokenizer(closing, add_special_tokens=False)["input_ids"] if closing.strip() else []
+            stops += closing_ids[:1]
+        return list(dict.fromkeys(stops))
+
+    def _render(self, turns: list[tuple[str, str]], generation_prompt: bool) -> str:
+        messages = [{"role": role, "content": text} for role, text in turns]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+
+    def _segments(self, turns: list[tuple[str, str]], prompt_only: bool) -> list[tuple[str, bool]]:
+        """(text, is_answer) pieces whose concatenation is the whole prompt (+ answers unless ``prompt_only``)."""
+        if prompt_only:
+            last = max(i for i, (role, _) in enumerate(turns) if role == "assistant")
+            turns = turns[:last]
+        segments: list[tuple[str, bool]] = []
+        if not self.chat:
+            for role, text in turns:
+                if role == "user":
+                    segments.append((f"{' ' if segments else ''}USER: {text} ASSISTANT:", False))
+                else:
+                    segments.append((f" {text}{self.eos}", True))
+            return segments
+        done = ""
+        for i, (role, _) in enumerate(turns):
+            if role != "assistant":
+                continue
+            prompt, full = self._render(turns[:i], True), self._render(turns[: i + 1], False)
+            if not (prompt.startswith(done) and full.startswith(prompt)):
+                raise ValueError("The chat template does not render a conversation as a prefix of its extension.")
+            segments += [(prompt[len(done) :], False), (full[len(prompt) :], True)]
+            done = full
+        if prompt_only:
+            segments.append((self._render(turns, True)[len(done) :], False))
+        return segments
+
+    def encode(self, image, conversation: list[dict], prompt_only: bool = False) -> dict[str, list[int] | torch.Tensor]:
+        """``prompt_only``: drop the last answer and end with the assistant's cue, for ``generate``."""
         turns = conversation_turns(conversation)
         if not any(IMAGE_PLACEHOLDER in text for role, text in turns if role == "user"):
             first_user = next(i for i, (role, _) in enumerate(turns) if role == "user")
@@ -189,21 +247,22 @@ class LlavaConversationEncoder:
         ids: list[int] = []
         labels: list[int] = []
         pixel_values = None
-        for role, text in turns:
-            if role == "user":
-                segment = f"{' ' if ids else ''}USER: {text} ASSISTANT:"
-            else:
-                segment = f" {text}{self.eos}"
+        bos = self.tokenizer.bos_token
+        for segment, is_answer in self._segments(turns, prompt_only):
+            # A chat template writes its own BOS; the fixed prompt gets the tokenizer's at the start.
+            special = not ids and not (self.chat and bos and segment.startswith(bos))
             if IMAGE_PLACEHOLDER in segment:
                 if pixel_values is not None or segment.count(IMAGE_PLACEHOLDER) > 1:
                     raise ValueError("Each conversation takes one image: put '<image>' in one user turn, once.")
                 text = segment.replace(IMAGE_PLACEHOLDER, self.image_token)
-                encoded = self.processor(images=image.convert("RGB"), text=text, return_tensors="pt")
+                encoded = self.processor(
+                    images=image.convert("RGB"), text=text, return_tensors="pt", add_special_tokens=special
+                )
                 pixel_values, tokens = encoded["pixel_values"][0], encoded["input_ids"][0].tolist()
             else:
-                tokens = self.tokenizer(segment, add_special_tokens=not ids)["input_ids"]
+                tokens = self.tokenizer(segment, add_special_tokens=special)["input_ids"]
             ids += tokens
-            labels += tokens if role == "assistant" else [-100] * len(tokens)
+            labels += tokens if is_answer else [-100] * len(tokens)
         return {"input_ids": ids, "labels": labels, "pixel_values": pixel_values}
 
     def __call__(self, batch: dict) -> dict[str, list]:
