@@ -1,9 +1,16 @@
 """TransMamba vision students as `transformers` models, registered with the Auto classes on import."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForImageTextToText
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForImageClassification,
+    AutoModelForImageTextToText,
+)
 
 from .configuration_transllava import TransLlavaMambaConfig, TransLlavaMambaTextConfig
 from .configuration_transmamba import PRESETS, TransMambaConfig
+from .configuration_transmamba_switch import TransMambaSwitchConfig
 from .modeling_transllava import TransLlavaMambaForConditionalGeneration, TransLlavaMambaModel
 from .modeling_transmamba import (
     TransMambaForImageClassification,
@@ -12,6 +19,7 @@ from .modeling_transmamba import (
     TransMambaModelOutput,
     TransMambaPreTrainedModel,
 )
+from .modeling_transmamba_switch import TransMambaSwitchForCausalLM, TransMambaSwitchModel
 from .selective_scan import selective_scan, selective_scan_chunked, selective_scan_sequential, selective_state_step
 
 AutoConfig.register(TransMambaConfig.model_type, TransMambaConfig, exist_ok=True)
@@ -29,6 +37,13 @@ AutoModelForImageTextToText.register(TransLlavaMambaConfig, TransLlavaMambaForCo
 TransLlavaMambaConfig.register_for_auto_class()
 TransLlavaMambaModel.register_for_auto_class("AutoModel")
 TransLlavaMambaForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+# TransMamba-switch (Li et al.): a causal LM switching from attention to an SSM at per-layer TransPoints.
+AutoConfig.register(TransMambaSwitchConfig.model_type, TransMambaSwitchConfig, exist_ok=True)
+AutoModel.register(TransMambaSwitchConfig, TransMambaSwitchModel, exist_ok=True)
+AutoModelForCausalLM.register(TransMambaSwitchConfig, TransMambaSwitchForCausalLM, exist_ok=True)
+TransMambaSwitchConfig.register_for_auto_class()
+TransMambaSwitchModel.register_for_auto_class("AutoModel")
+TransMambaSwitchForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
 __all__ = [
     "PRESETS",
@@ -42,6 +57,9 @@ __all__ = [
     "TransMambaModel",
     "TransMambaModelOutput",
     "TransMambaPreTrainedModel",
+    "TransMambaSwitchConfig",
+    "TransMambaSwitchForCausalLM",
+    "TransMambaSwitchModel",
     "selective_scan",
     "selective_scan_chunked",
     "selective_scan_sequential",
