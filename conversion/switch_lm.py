@@ -130,7 +130,7 @@ def convert_lm(
     else:
         source = str(teacher)
         options = {"gguf_file": gguf_file} if gguf_file else {}
-        check_causal_teacher(AutoConfig.from_pretrained(source, **options))
+        switch_config(AutoConfig.from_pretrained(source, **options), transpoints, transpoint_cycle, **ssm)  # vet first
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **options).eval()
     attention = model.model.layers[0].self_attn
     if attention.k_proj.out_features != attention.v_proj.out_features:

@@ -47,7 +47,9 @@ class TransMambaSwitchCausalLMOutput(ModelOutput):
 
 def rotary(positions: torch.Tensor, head_dim: int, theta: float, factor: float, dtype) -> tuple:
     """LLaMA's RoPE tables (cos, sin) of shape (length, head_dim) for ``positions`` (linear scaling by factor)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).float() / head_dim))
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).float() / head_dim)
+    )
     freqs = positions.float()[:, None] * (inv_freq / factor)[None, :]
     emb = torch.cat([freqs, freqs], dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -70,7 +72,11 @@ class TransMambaSwitchMixer(nn.Module):
         super().__init__()
         self.config, self.layer_idx = config, layer_idx
         self.transpoint = config.layer_transpoints[layer_idx]
-        self.heads, self.kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+        self.heads, self.kv_heads, self.head_dim = (
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            config.head_dim,
+        )
         hidden, width, kv_width = config.hidden_size, self.heads * self.head_dim, self.kv_heads * self.head_dim
         self.q_proj = nn.Linear(hidden, width, bias=config.qkv_bias)
         self.k_proj = nn.Linear(hidden, kv_width, bias=config.qkv_bias)
@@ -121,8 +127,9 @@ class TransMambaSwitchMixer(nn.Module):
     def attention(self, q, k, v, start: int, cache: TransMambaSwitchCache | None) -> torch.Tensor:
         """Causal softmax attention (RoPE; sliding window on sliding layers) of new tokens at ``start``..."""
         n = q.shape[2]
-        cos, sin = rotary(torch.arange(start, start + n, device=q.device), self.head_dim, self.rope_theta,
-                          self.rope_factor, q.dtype)  # fmt: skip
+        cos, sin = rotary(
+            torch.arange(start, start + n, device=q.device), self.head_dim, self.rope_theta, self.rope_factor, q.dtype
+        )
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.append_kv(self.layer_idx, k, v)
@@ -135,9 +142,14 @@ class TransMambaSwitchMixer(nn.Module):
             if self.sliding_window is not None:
                 mask = mask & (key_pos > query_pos - self.sliding_window)
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None and n > 1, scale=self.config.attention_scale,
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=mask is None and n > 1,
+            scale=self.config.attention_scale,
             enable_gqa=self.kv_heads != self.heads,
-        )  # fmt: skip
+        )
 
     def mix(self, hidden: torch.Tensor, cache: TransMambaSwitchCache | None = None) -> torch.Tensor:
         """Per-head outputs (b, heads, n, d) before ``o_proj``: attention for positions < P, SSM from P on."""
@@ -152,17 +164,28 @@ class TransMambaSwitchMixer(nn.Module):
             C, B, x, delta, log_decay = self.ssm_inputs(hidden, q, k, v)
             state = cache.ssm_states[self.layer_idx] if cache is not None else None
             if attended:  # the memory converter: the prefix's K and ΔV into the state at the TransPoint
-                state = memory_converter(B[:, :, :attended], x[:, :, :attended], delta[:, :, :attended],
-                                         log_decay[:, :, :attended], state)  # fmt: skip
+                state = memory_converter(
+                    B[:, :, :attended], x[:, :, :attended], delta[:, :, :attended], log_decay[:, :, :attended], state
+                )
             if attended < n:
-                tail = (C[:, :, attended:], B[:, :, attended:], x[:, :, attended:], delta[:, :, attended:],
-                        log_decay[:, :, attended:])  # fmt: skip
+                tail = (
+                    C[:, :, attended:],
+                    B[:, :, attended:],
+                    x[:, :, attended:],
+                    delta[:, :, attended:],
+                    log_decay[:, :, attended:],
+                )
                 if n - attended == 1 and state is not None:
                     y, state = ssm_step(*(t[:, :, 0] for t in tail), state)
                     y = y[:, :, None]
                 else:
-                    y, state = ssd(*tail, state, self.config.ssm_chunk_size, self.config.ssm_backend,
-                                   -torch.exp(self.A_log.float()))  # fmt: skip
+                    y, state = ssd(
+                        *tail,
+                        state,
+                        self.config.ssm_chunk_size,
+                        self.config.ssm_backend,
+                        -torch.exp(self.A_log.float()),
+                    )
                 y = y.to(hidden.dtype)
                 parts.append(self.ssm_norm(y) if self.config.ssm_output_norm else y)
             if cache is not None:
@@ -268,9 +291,10 @@ class TransMambaSwitchModel(TransMambaSwitchPreTrainedModel):
         if use_cache:
             cache.seen_tokens += hidden.shape[1]
         output = TransMambaSwitchModelOutput(
-            last_hidden_state=hidden, cache=cache if use_cache else None,
+            last_hidden_state=hidden,
+            cache=cache if use_cache else None,
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
-        )  # fmt: skip
+        )
         return output if return_dict is not False else output.to_tuple()
 
 
@@ -332,9 +356,14 @@ class TransMambaSwitchForCausalLM(TransMambaSwitchPreTrainedModel, GenerationMix
     ) -> TransMambaSwitchCausalLMOutput | tuple:
         """``labels`` are shifted inside (as LLaMA's); -100 is ignored."""
         outputs = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, cache=cache,
-            use_cache=use_cache, output_hidden_states=output_hidden_states, return_dict=True,
-        )  # fmt: skip
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            cache=cache,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
         hidden = outputs.last_hidden_state
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
@@ -344,7 +373,13 @@ class TransMambaSwitchForCausalLM(TransMambaSwitchPreTrainedModel, GenerationMix
             logits = torch.tanh(logits / cap) * cap
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size)
+            # num_items_in_batch (from the Trainer) makes gradient accumulation average over all tokens.
+            loss = self.loss_function(
+                logits=logits,
+                labels=labels,
+                vocab_size=self.config.vocab_size,
+                num_items_in_batch=kwargs.get("num_items_in_batch"),
+            )
         output = TransMambaSwitchCausalLMOutput(
             loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
         )

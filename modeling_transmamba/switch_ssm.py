@@ -124,8 +124,13 @@ def ssd(q, k, v, delta, log_decay, state=None, chunk_size=64, backend="auto", A=
         return ssd_chunked(q, k, v, delta, log_decay, state, chunk_size)
     initial = None if state is None else state.transpose(-1, -2).contiguous()
     y, last = mamba_chunk_scan_combined(
-        v.transpose(1, 2).contiguous(), delta.transpose(1, 2).contiguous(), A,
-        k.transpose(1, 2).contiguous(), q.transpose(1, 2).contiguous(), chunk_size,
-        initial_states=initial, return_final_states=True,
-    )  # fmt: skip
+        v.transpose(1, 2).contiguous(),
+        delta.transpose(1, 2).contiguous(),
+        A,
+        k.transpose(1, 2).contiguous(),
+        q.transpose(1, 2).contiguous(),
+        chunk_size,
+        initial_states=initial,
+        return_final_states=True,
+    )
     return y.transpose(1, 2), last.transpose(-1, -2).float()

@@ -14,21 +14,45 @@ VOCAB, T = 61, 20
 
 
 def tiny(transpoints, **overrides) -> TransMambaSwitchForCausalLM:
-    fields = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, transpoints=transpoints, ssm_chunk_size=8)  # fmt: skip
+    fields = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        transpoints=transpoints,
+        ssm_chunk_size=8,
+    )
     return TransMambaSwitchForCausalLM(TransMambaSwitchConfig(**{**fields, **overrides})).eval()
 
 
 def tiny_llama() -> LlamaForCausalLM:
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, rope_theta=500.0)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rope_theta=500.0,
+    )
     return LlamaForCausalLM(config).eval()
 
 
 def tiny_gemma() -> Gemma3ForCausalLM:
-    config = Gemma3TextConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
-                              sliding_window=5, layer_types=["sliding_attention", "full_attention", "sliding_attention"])  # fmt: skip
+    config = Gemma3TextConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        sliding_window=5,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+    )
     model = Gemma3ForCausalLM(config).eval()
     with torch.no_grad():  # Gemma's norms start at 0 (gain 1): give them values so copying them is tested
         for name, p in model.named_parameters():
@@ -110,7 +134,9 @@ def test_gradients_flow_through_attention_and_ssm_and_across_the_switch():
 def test_cached_greedy_generate_equals_uncached_argmax(prompt):
     model = tiny([4, 6], sliding_window=3, layer_types=["sliding_attention", "full_attention"])
     ids = torch.randint(0, VOCAB, (1, prompt))
-    generated = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False, pad_token_id=0)
+    generated = model.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False, pad_token_id=0
+    )
     expected = ids
     with torch.no_grad():
         for _ in range(8):

@@ -44,10 +44,17 @@ def transpoints(variant: str, block: int, layers: int):
 
 def model_for(variant: str, args) -> TransMambaSwitchForCausalLM:
     config = TransMambaSwitchConfig(
-        vocab_size=257, hidden_size=args.hidden, intermediate_size=args.hidden * 8 // 3, num_hidden_layers=args.layers,
-        num_attention_heads=args.hidden // 64, transpoints=transpoints(variant, args.block, args.layers),
-        tie_word_embeddings=True, eos_token_id=256, pad_token_id=256, bos_token_id=None,
-    )  # fmt: skip
+        vocab_size=257,
+        hidden_size=args.hidden,
+        intermediate_size=args.hidden * 8 // 3,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.hidden // 64,
+        transpoints=transpoints(variant, args.block, args.layers),
+        tie_word_embeddings=True,
+        eos_token_id=256,
+        pad_token_id=256,
+        bos_token_id=None,
+    )
     return TransMambaSwitchForCausalLM(config)
 
 
@@ -74,8 +81,14 @@ def run(variant: str, seed: int, train: torch.Tensor, valid: torch.Tensor, args)
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
     else:
-        record = {"variant": variant, "seed": seed, "transpoints": model.config.layer_transpoints,
-                  "parameters": model.num_parameters(), "curve": [], "train_seconds": 0.0}  # fmt: skip
+        record = {
+            "variant": variant,
+            "seed": seed,
+            "transpoints": model.config.layer_transpoints,
+            "parameters": model.num_parameters(),
+            "curve": [],
+            "train_seconds": 0.0,
+        }
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(1234))
     while step < args.steps:
         start = time.perf_counter()
@@ -91,7 +104,9 @@ def run(variant: str, seed: int, train: torch.Tensor, valid: torch.Tensor, args)
             optimizer.zero_grad(set_to_none=True)
             step += 1
         record["train_seconds"] += time.perf_counter() - start
-        record["curve"].append({"step": step, "train_loss": loss.item(), "val_loss": evaluate(model, valid, args.batch)})
+        record["curve"].append(
+            {"step": step, "train_loss": loss.item(), "val_loss": evaluate(model, valid, args.batch)}
+        )
         record["done"] = step >= args.steps
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, ckpt)
         path.write_text(json.dumps(record, indent=1))
@@ -108,14 +123,19 @@ def plot() -> None:
     records = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json")) if p.name != "meta.json"]
     meta = json.loads((OUT / "meta.json").read_text())
     fig, ax = plt.subplots(figsize=(6, 4))
-    lines = ["| variant | seed | TransPoints | params | steps | val loss | train time (s) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | seed | TransPoints | params | steps | val loss | train time (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in records:
         steps = [c["step"] for c in r["curve"]]
         ax.plot(steps, [c["val_loss"] for c in r["curve"]], label=f"{r['variant']} (s{r['seed']})")
         last = r["curve"][-1]
         tp = r["transpoints"] if len(set(r["transpoints"])) > 1 else r["transpoints"][0]
-        lines.append(f"| {r['variant']} | {r['seed']} | {tp} | {r['parameters']:,} | {last['step']}"
-                     f"{'' if r.get('done') else ' (unfinished)'} | {last['val_loss']:.4f} | {r['train_seconds']:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {r['variant']} | {r['seed']} | {tp} | {r['parameters']:,} | {last['step']}"
+            f"{'' if r.get('done') else ' (unfinished)'} | {last['val_loss']:.4f} | {r['train_seconds']:.0f} |"
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("validation loss (nats / byte)")
     ax.set_title(f"From scratch, {meta['tokens_per_step']} tokens/step, block {meta['block']}")
@@ -147,11 +167,15 @@ def main() -> None:
     need = args.steps * args.batch
     train = torch.tensor(pack(corpus["train"], tokenizer, args.block, max_blocks=need)["input_ids"])
     valid = torch.tensor(pack(corpus["validation"], tokenizer, args.block, max_blocks=args.eval_blocks)["input_ids"])
-    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
-            "machine": f"2-core CPU, shared; torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-                       f"{platform.machine()}",
-            "data": f"{SOURCE} ({LICENSE}), {len(train)} train blocks, {len(valid)} validation blocks",
-            "block": args.block, "tokens_per_step": args.batch * args.block, "args": vars(args)}  # fmt: skip
+    meta = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
+        "machine": f"2-core CPU, shared; torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+        f"{platform.machine()}",
+        "data": f"{SOURCE} ({LICENSE}), {len(train)} train blocks, {len(valid)} validation blocks",
+        "block": args.block,
+        "tokens_per_step": args.batch * args.block,
+        "args": vars(args),
+    }
     (OUT / "meta.json").write_text(json.dumps(meta, indent=1))
     for seed in args.seeds:
         for variant in args.variants:
