@@ -1,5 +1,6 @@
-"""`transmamba convert-lm`: turn a pretrained Transformer LM (LLaMA, Mistral, Qwen2, Gemma-3) into a
-TransMamba-switch model folder (code, config, safetensors, tokenizer, report, card).
+"""`transmamba convert-lm`: turn a pretrained Transformer LM (LLaMA, Mistral, Qwen2, Gemma-3) into TransMamba-switch.
+
+The output is a Hub-ready folder: code, config, safetensors, tokenizer, report, card.
 
 ``--transpoints`` takes ``2048`` (every layer), ``0,128,512`` (one per layer) or ``cycle`` / ``cycle:0,128,512``
 (cycled across layers; plain ``cycle`` is the paper's [0, 128, 256, ..., 8192]).
