@@ -185,3 +185,9 @@ def test_padded_batches_are_refused():
     model = tiny(4)
     with pytest.raises(ValueError, match="does not take padded batches"):
         model(torch.ones(2, 5, dtype=torch.long), attention_mask=torch.tensor([[1] * 5, [0, 1, 1, 1, 1]]))
+
+
+def test_asking_for_the_cuda_kernel_without_it_is_one_clear_error():
+    model = tiny(0, ssm_backend="mamba_ssm")
+    with pytest.raises(RuntimeError, match="needs the mamba_ssm package and CUDA tensors"):
+        model(torch.zeros(1, 4, dtype=torch.long))
