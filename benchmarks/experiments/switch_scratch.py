@@ -114,6 +114,23 @@ def run(variant: str, seed: int, train: torch.Tensor, valid: torch.Tensor, args)
     ckpt.unlink(missing_ok=True)
 
 
+def time_steps(args, train: torch.Tensor) -> None:
+    """Training-step time of every variant, interleaved round by round (fair on a machine whose load drifts)."""
+    models = {v: model_for(v, args).train() for v in args.variants}
+    batch = train[: args.batch]
+    times: dict[str, list[float]] = {v: [] for v in models}
+    for _ in range(args.time_steps + 1):  # the first round warms up
+        for variant, model in models.items():
+            start = time.perf_counter()
+            model(input_ids=batch, labels=batch, use_cache=False).loss.backward()
+            times[variant].append(time.perf_counter() - start)
+    median = {v: sorted(t[1:])[len(t[1:]) // 2] for v, t in times.items()}
+    base = median.get("transformer")
+    result = {v: {"median_s": m, "vs_transformer": m / base if base else None} for v, m in median.items()}
+    (OUT / "step_time.json").write_text(json.dumps({"rounds": args.time_steps, "steps": result}, indent=1))
+    print(result, flush=True)
+
+
 def plot() -> None:
     import matplotlib
 
@@ -142,6 +159,14 @@ def plot() -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(OUT.with_suffix(".png"), dpi=120)
+    timing = OUT / "step_time.json"
+    if timing.exists():
+        steps = json.loads(timing.read_text())["steps"]
+        lines += [
+            "",
+            "Training step (fwd + bwd, one batch), median of interleaved rounds, relative to the transformer: "
+            + ", ".join(f"{v} {t['vs_transformer']:.2f}" for v, t in steps.items()),
+        ]
     header = f"Date {meta['date']}, {meta['machine']}. Data: {meta['data']}. Tokenizer: byte-level (257).\n\n"
     OUT.with_suffix(".md").write_text(header + "\n".join(lines) + "\n")
 
@@ -158,6 +183,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--eval-blocks", type=int, default=64)
+    parser.add_argument("--time-steps", type=int, default=0, help="only time N interleaved training steps")
     parser.add_argument("--plot", action="store_true", help="only redraw the PNG and table from the JSON files")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
@@ -176,6 +202,8 @@ def main() -> None:
         "tokens_per_step": args.batch * args.block,
         "args": vars(args),
     }
+    if args.time_steps:
+        return time_steps(args, train)
     (OUT / "meta.json").write_text(json.dumps(meta, indent=1))
     for seed in args.seeds:
         for variant in args.variants:
