@@ -126,7 +126,7 @@ def convert_lm(
     ``ssm``: further config fields (time_step_min/max, A_init_range, ssm_chunk_size, ssm_output_norm, ...).
     """
     if isinstance(teacher, torch.nn.Module):
-        model, source = teacher.float().eval(), getattr(teacher.config, "_name_or_path", "")
+        model, source = teacher.eval(), getattr(teacher.config, "_name_or_path", "")  # copies cast to fp32
     else:
         source = str(teacher)
         options = {"gguf_file": gguf_file} if gguf_file else {}

@@ -137,7 +137,7 @@ def plot() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json")) if p.name != "meta.json"]
+    records = [json.loads(p.read_text()) for p in sorted(OUT.glob("*-s[0-9]*.json"))]
     meta = json.loads((OUT / "meta.json").read_text())
     fig, ax = plt.subplots(figsize=(6, 4))
     lines = [
@@ -167,7 +167,8 @@ def plot() -> None:
             "Training step (fwd + bwd, one batch), median of interleaved rounds, relative to the transformer: "
             + ", ".join(f"{v} {t['vs_transformer']:.2f}" for v, t in steps.items()),
         ]
-    header = f"Date {meta['date']}, {meta['machine']}. Data: {meta['data']}. Tokenizer: byte-level (257).\n\n"
+    header = f"Date {meta['date']}, {meta['machine']}. Data: {meta['data']}. Tokenizer: byte-level (257).\n"
+    header += "Train time: wall seconds while the shared machine's load drifted; compare the step-time ratios.\n\n"
     OUT.with_suffix(".md").write_text(header + "\n".join(lines) + "\n")
 
 
