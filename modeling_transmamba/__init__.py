@@ -3,6 +3,7 @@
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForCausalLM,
     AutoModelForImageClassification,
     AutoModelForImageTextToText,
     AutoModelForVideoClassification,
@@ -10,6 +11,7 @@ from transformers import (
 
 from .configuration_transllava import TransLlavaMambaConfig, TransLlavaMambaTextConfig
 from .configuration_transmamba import PRESETS, TransMambaConfig
+from .configuration_transmamba_switch import TransMambaSwitchConfig
 from .configuration_video_retrieval import TransVideoTextRetrievalConfig
 from .configuration_videomamba import VIDEO_PRESETS, TransVideoMambaConfig
 from .modeling_transllava import TransLlavaMambaForConditionalGeneration, TransLlavaMambaModel
@@ -20,6 +22,7 @@ from .modeling_transmamba import (
     TransMambaModelOutput,
     TransMambaPreTrainedModel,
 )
+from .modeling_transmamba_switch import TransMambaSwitchForCausalLM, TransMambaSwitchModel
 from .modeling_video_retrieval import TransMambaForVideoTextRetrieval, VideoTextRetrievalOutput
 from .modeling_videomamba import TransMambaForVideoClassification, TransVideoMambaModel
 from .selective_scan import selective_scan, selective_scan_chunked, selective_scan_sequential, selective_state_step
@@ -51,6 +54,14 @@ AutoModel.register(TransVideoTextRetrievalConfig, TransMambaForVideoTextRetrieva
 TransVideoTextRetrievalConfig.register_for_auto_class()
 TransMambaForVideoTextRetrieval.register_for_auto_class("AutoModel")
 
+# TransMamba-switch (Li et al.): a causal LM switching from attention to an SSM at per-layer TransPoints.
+AutoConfig.register(TransMambaSwitchConfig.model_type, TransMambaSwitchConfig, exist_ok=True)
+AutoModel.register(TransMambaSwitchConfig, TransMambaSwitchModel, exist_ok=True)
+AutoModelForCausalLM.register(TransMambaSwitchConfig, TransMambaSwitchForCausalLM, exist_ok=True)
+TransMambaSwitchConfig.register_for_auto_class()
+TransMambaSwitchModel.register_for_auto_class("AutoModel")
+TransMambaSwitchForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
 __all__ = [
     "PRESETS",
     "VIDEO_PRESETS",
@@ -70,6 +81,9 @@ __all__ = [
     "TransVideoMambaModel",
     "TransVideoTextRetrievalConfig",
     "VideoTextRetrievalOutput",
+    "TransMambaSwitchConfig",
+    "TransMambaSwitchForCausalLM",
+    "TransMambaSwitchModel",
     "selective_scan",
     "selective_scan_chunked",
     "selective_scan_sequential",

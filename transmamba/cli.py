@@ -11,6 +11,8 @@ COMMANDS = {
     "train": ("transmamba.trainers.train", "stage 2: distil a converted student from its teacher (WSAB)"),
     "train-vlm": ("transmamba.trainers.train_vlm", "distil a TransLlavaMamba (Mamba LM) from its LLaVA teacher"),
     "train-retrieval": ("transmamba.trainers.train_retrieval", "train a TransVideoMamba for text-video retrieval"),
+    "convert-lm": ("transmamba.conversion.convert_lm", "convert a Transformer LM into a TransMamba-switch LM"),
+    "train-lm": ("transmamba.trainers.train_lm", "train a TransMamba-switch LM (from scratch or distilled)"),
     "run": ("transmamba.run", "the whole pipeline: teacher, convert, train, evaluate, card, optional push"),
     "card": ("transmamba.model_cards.cli", "regenerate a model folder's card from its stored results"),
 }
