@@ -1,9 +1,16 @@
 """TransMamba vision students as `transformers` models, registered with the Auto classes on import."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForImageTextToText
+from transformers import (
+    AutoBackbone,
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForImageTextToText,
+)
 
 from .configuration_transllava import TransLlavaMambaConfig, TransLlavaMambaTextConfig
 from .configuration_transmamba import PRESETS, TransMambaConfig
+from .configuration_vmamba import VMAMBA_PRESETS, TransVMambaConfig
 from .modeling_transllava import TransLlavaMambaForConditionalGeneration, TransLlavaMambaModel
 from .modeling_transmamba import (
     TransMambaForImageClassification,
@@ -11,6 +18,14 @@ from .modeling_transmamba import (
     TransMambaModel,
     TransMambaModelOutput,
     TransMambaPreTrainedModel,
+)
+from .modeling_vmamba import (
+    TransVMambaBackbone,
+    TransVMambaForImageClassification,
+    TransVMambaImageClassifierOutput,
+    TransVMambaModel,
+    TransVMambaModelOutput,
+    TransVMambaPreTrainedModel,
 )
 from .selective_scan import selective_scan, selective_scan_chunked, selective_scan_sequential, selective_state_step
 
@@ -29,6 +44,15 @@ AutoModelForImageTextToText.register(TransLlavaMambaConfig, TransLlavaMambaForCo
 TransLlavaMambaConfig.register_for_auto_class()
 TransLlavaMambaModel.register_for_auto_class("AutoModel")
 TransLlavaMambaForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+# TransVMamba (hierarchical, SS2D cross scan), also an AutoBackbone.
+AutoConfig.register(TransVMambaConfig.model_type, TransVMambaConfig, exist_ok=True)
+AutoModel.register(TransVMambaConfig, TransVMambaModel, exist_ok=True)
+AutoModelForImageClassification.register(TransVMambaConfig, TransVMambaForImageClassification, exist_ok=True)
+AutoBackbone.register(TransVMambaConfig, TransVMambaBackbone, exist_ok=True)
+TransVMambaConfig.register_for_auto_class()
+TransVMambaModel.register_for_auto_class("AutoModel")
+TransVMambaForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+TransVMambaBackbone.register_for_auto_class("AutoBackbone")
 
 __all__ = [
     "PRESETS",
@@ -42,6 +66,14 @@ __all__ = [
     "TransMambaModel",
     "TransMambaModelOutput",
     "TransMambaPreTrainedModel",
+    "TransVMambaBackbone",
+    "TransVMambaConfig",
+    "TransVMambaForImageClassification",
+    "TransVMambaImageClassifierOutput",
+    "TransVMambaModel",
+    "TransVMambaModelOutput",
+    "TransVMambaPreTrainedModel",
+    "VMAMBA_PRESETS",
     "selective_scan",
     "selective_scan_chunked",
     "selective_scan_sequential",
