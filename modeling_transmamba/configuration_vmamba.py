@@ -47,9 +47,11 @@ class TransVMambaConfig(BackboneConfigMixin, PretrainedConfig):
     projections, A and D, the scans summed at raster positions, LayerNorm, gate SiLU(z), out_proj. Backbone
     stages are ``stem, stage1..stageN``; ``out_features``/``out_indices`` pick which ones ``AutoBackbone`` returns.
     ``hidden_size`` (the pooled width) and ``num_hidden_layers`` (all blocks) mirror ``TransMambaConfig``.
+    ``out_proj_bias`` defaults to True (VMamba has none) so a teacher's attention output bias has a home.
     """
 
     model_type = "transvmamba"
+    family = "VMamba"
 
     def __init__(
         self,
@@ -67,7 +69,7 @@ class TransVMambaConfig(BackboneConfigMixin, PretrainedConfig):
         scan_directions: list[str] | None = None,
         share_ssm_params: bool = False,
         in_proj_bias: bool = False,
-        out_proj_bias: bool = False,
+        out_proj_bias: bool = True,
         conv_bias: bool = True,
         hidden_dropout_prob: float = 0.0,
         drop_path_rate: float = 0.0,
