@@ -171,10 +171,11 @@ class TransVMambaModel(TransVMambaPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_direction_outputs: bool | None = None,
+        interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> TransVMambaModelOutput | tuple:
-        """``kwargs`` absorbs ``interpolate_pos_encoding`` from pipelines: there are no position embeddings."""
+        """``interpolate_pos_encoding`` is accepted for ViT-style callers and ignored: there are no position
+        embeddings, any image whose sides are multiples of ``config.total_stride`` works."""
         if pixel_values is None:
             raise ValueError("pixel_values is required: a (batch, channels, height, width) tensor.")
         if output_hidden_states is None:
@@ -207,8 +208,8 @@ class TransVMambaForImageClassification(TransVMambaPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_direction_outputs: bool | None = None,
+        interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> TransVMambaImageClassifierOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.vmamba(
@@ -257,7 +258,6 @@ class TransVMambaBackbone(BackboneMixin, TransVMambaPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> BackboneOutput | tuple:
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
