@@ -35,12 +35,18 @@ import torch
 import transformers
 from transformers import DeiTConfig, DeiTModel, MambaConfig, MambaModel
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
-from transmamba.modeling_transmamba import TransMambaConfig, TransMambaForImageClassification
+from transmamba.modeling_transmamba import (
+    TransMambaConfig,
+    TransMambaForImageClassification,
+    TransVMambaConfig,
+    TransVMambaForImageClassification,
+)
 from transmamba.modeling_transmamba.selective_scan import resolve_backend
 
 BASELINE = "deit-t"
-STUDENTS = ("pmamba-t", "vim-t")
-MODELS = (BASELINE, "mamba-hf", *STUDENTS)
+STUDENTS = ("pmamba-t", "vim-t", "vmamba-t")
+MODELS = (BASELINE, "deit-s", "mamba-hf", *STUDENTS)
+DEIT_WIDTHS = {"deit-t": (192, 3), "deit-s": (384, 6)}  # hidden size, heads
 RESULT_PREFIX = "BENCH_RESULT "
 PATCH = 16
 
@@ -86,12 +92,13 @@ class Result:
 def _build(case: Case):
     """The model and its keyword inputs for one case; all models see the same token count (+ class tokens)."""
     grid = case.resolution // PATCH
-    if case.model == BASELINE:
+    if case.model in DEIT_WIDTHS:
+        width, heads = DEIT_WIDTHS[case.model]
         config = DeiTConfig(
-            hidden_size=192,
+            hidden_size=width,
             num_hidden_layers=12,
-            num_attention_heads=3,
-            intermediate_size=768,
+            num_attention_heads=heads,
+            intermediate_size=4 * width,
             image_size=case.resolution,
             patch_size=PATCH,
             attn_implementation="sdpa",
@@ -107,6 +114,9 @@ def _build(case: Case):
     elif case.folder:  # built like the installed class below (fresh weights), so only the code differs
         remote = remote_class(case.folder)
         model = remote(remote.config_class.from_pretrained(case.folder))
+    elif case.model == "vmamba-t":  # hierarchical: 4x4 stem, four stages
+        config = TransVMambaConfig.from_preset(case.model, image_size=case.resolution, scan_backend=case.backend)
+        model = TransVMambaForImageClassification(config)
         inputs = {"pixel_values": torch.randn(case.batch, 3, case.resolution, case.resolution)}
     else:
         config = TransMambaConfig.from_preset(case.model, image_size=case.resolution, scan_backend=case.backend)
@@ -149,8 +159,12 @@ def _prime_kernels(case: Case) -> None:
     """Compile (or load from cache) a student's scan kernels on a one-layer copy, outside time and memory."""
     if case.model not in STUDENTS:
         return
-    config = TransMambaConfig.from_preset(case.model, image_size=32, num_hidden_layers=1, scan_backend=case.backend)
-    model = (remote_class(case.folder) if case.folder else TransMambaForImageClassification)._from_config(config)
+    if case.model == "vmamba-t":
+        config = TransVMambaConfig.from_preset(case.model, image_size=32, depths=[1] * 4, scan_backend=case.backend)
+        model = TransVMambaForImageClassification(config)
+    else:
+        config = TransMambaConfig.from_preset(case.model, image_size=32, num_hidden_layers=1, scan_backend=case.backend)
+        model = (remote_class(case.folder) if case.folder else TransMambaForImageClassification)._from_config(config)
     out = model(torch.randn(1, 3, 32, 32))
     if case.backward:
         out.logits.sum().backward()

@@ -31,6 +31,7 @@ from .llava import CONV_INITS, MIXER_INITS, STUDENT_PRESET, is_multimodal, load_
 from .student_spec import parse_student_spec, student_config_for
 from .subclone import subclone, summarise
 from .teachers import Teacher, default_image_size, load_image_processor, load_teacher, load_teacher_config
+from .vmamba import convert_vmamba, is_vmamba_spec
 
 EPILOG = """examples:
   transmamba convert --teacher facebook/deit-small-patch16-224 --student pmamba-s --output trans-pmamba-s
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--student",
         required=True,
-        help=f"student preset (pmamba-t/s/b, vim-t/s; {STUDENT_PRESET} for LLaVA teachers), optionally with config "
+        help=f"student preset (pmamba-t/s/b, vim-t/s, hierarchical vmamba-t/s; {STUDENT_PRESET} for LLaVA "
+        "teachers), optionally with config "
         "overrides: "
         "'pmamba-s,num_hidden_layers=6,hidden_size=256'. Patch size, channels, norm eps and activation come from the "
         "teacher; image_size defaults to the teacher's processor size. Width and depth may not exceed the teacher's.",
@@ -353,6 +355,8 @@ def convert(args: argparse.Namespace) -> Path:
     """Check everything cheap first, then load the teacher, pick channels, subclone and write the folder."""
     if _is_llava_teacher(args.teacher):
         return convert_llava(args)
+    if is_vmamba_spec(args.student):  # hierarchical students: conversion/vmamba.py
+        return convert_vmamba(args)
     started = time.perf_counter()
     checked = _check(args)
     config = checked.config

@@ -115,8 +115,10 @@ def _embeddings(w: _Writer, plan: _Plan) -> None:
     )
 
 
-def _mixer_out(w: _Writer, plan: _Plan, i: int) -> None:
-    """Attention output projection -> out_proj: rows at r (times layer scale), input columns as documented above."""
+def _mixer_out(w: _Writer, plan: _Plan, i: int, prefix: str | None = None) -> None:
+    """Attention output projection -> out_proj: rows at r (times layer scale), input columns as documented above.
+
+    ``prefix``: the student's out_proj key (default: layer ``i`` of an isotropic student)."""
     block, inner, r, narrow = plan.teacher.blocks[i], plan.config.intermediate_size, plan.r, plan.narrow
     o, lam = block.attn_out, block.scale_attn
     extra = [lam] if lam is not None else []
@@ -129,7 +131,7 @@ def _mixer_out(w: _Writer, plan: _Plan, i: int) -> None:
     if lam is not None:
         note.append("layer scale lambda1 folded into rows")
     source = f"{plan.source}; input columns" if narrow else "input columns"
-    prefix = f"transmamba.layers.{i}.mixer.out_proj"
+    prefix = prefix or f"transmamba.layers.{i}.mixer.out_proj"
     w.put(f"{prefix}.weight", weight, [o.weight] + extra, narrow or inner != o.in_features, source, "; ".join(note))
     if plan.config.out_proj_bias:
         note = "layer scale lambda1 folded in" if lam is not None else None
@@ -177,13 +179,13 @@ def _mixer_attention(w: _Writer, plan: _Plan, i: int) -> None:
         w.entries[f"{prefix}.conv.bias"] = {"status": "initialised", "note": "zero (attention-informed init)"}
 
 
-def _mlp(w: _Writer, plan: _Plan, i: int) -> None:
+def _mlp(w: _Writer, plan: _Plan, i: int, prefix: str | None = None) -> None:
     block, r, narrow = plan.teacher.blocks[i], plan.r, plan.narrow
     m, mlp_narrow, mlp_source = plan.mlp(i)
     both = "; ".join(x for x in (plan.source if narrow else "", mlp_source) if x)
     fc1, fc2, lam = block.fc1, block.fc2, block.scale_mlp
     extra, note = ([lam], "layer scale lambda2 folded in") if lam is not None else ([], None)
-    prefix = f"transmamba.layers.{i}.mlp"
+    prefix = prefix or f"transmamba.layers.{i}.mlp"
     w.put(f"{prefix}.fc1.weight", fc1.weight[m][:, r], [fc1.weight], narrow or mlp_narrow, both)
     w.put(f"{prefix}.fc1.bias", fc1.bias[m], [fc1.bias], mlp_narrow, mlp_source)
     fc2_weight = fc2.weight[r][:, m] * plan.scale(lam)[:, None]

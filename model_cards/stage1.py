@@ -14,9 +14,9 @@ BODY = """
 A **TransMamba** vision student ({family}) initialised from the Transformer `{teacher}` by weight subcloning —
 stage 1 of [TransMamba](https://arxiv.org/abs/2502.15130) (Chen et al., 2025).
 
-> **Stage 1 only — not trained.** Patch embedding, position embeddings, norms, MLPs, the attention output
-> projections and the head come from the teacher; the selective-SSM parameters are freshly initialised, so the
-> model does not classify well yet. Distil it (stage 2, `transmamba train`) before use.
+> **Stage 1 only — not trained.** {copied_parts} come from the teacher; the selective-SSM
+> parameters are freshly initialised, so the model does not classify well yet.
+> Distil it (stage 2, `transmamba train`) before use.
 
 ## How to load
 
@@ -73,8 +73,10 @@ def stage1_card(
     data: str | None,
     summary: dict,
     repo_id: str | None,
+    copied_parts: str = "Patch embedding, position embeddings, norms, MLPs, the attention output projections and "
+    "the head",
 ) -> ModelCard:
-    family = "ViM" if config.use_cls_token else "PlainMamba"
+    family = getattr(config, "family", None) or ("ViM" if config.use_cls_token else "PlainMamba")
     tags = ["transmamba", "mamba", "vision", "image-classification", "subcloning", family.lower(), "stage-1"]
     metadata = ModelCardData(
         base_model=base_model,
@@ -100,6 +102,7 @@ def stage1_card(
         params=num_parameters,
         importance="none (as wide as the teacher)" if importance == "identity" else importance,
         data=data or "none",
+        copied_parts=copied_parts,
         **counts,
     )
     return ModelCard(f"---\n{metadata.to_yaml()}\n---\n{body}")

@@ -1,6 +1,7 @@
 """TransMamba vision students as `transformers` models, registered with the Auto classes on import."""
 
 from transformers import (
+    AutoBackbone,
     AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
@@ -14,6 +15,7 @@ from .configuration_transmamba import PRESETS, TransMambaConfig
 from .configuration_transmamba_switch import TransMambaSwitchConfig
 from .configuration_video_retrieval import TransVideoTextRetrievalConfig
 from .configuration_videomamba import VIDEO_PRESETS, TransVideoMambaConfig
+from .configuration_vmamba import VMAMBA_PRESETS, TransVMambaConfig
 from .modeling_transllava import TransLlavaMambaForConditionalGeneration, TransLlavaMambaModel
 from .modeling_transmamba import (
     TransMambaForImageClassification,
@@ -25,6 +27,14 @@ from .modeling_transmamba import (
 from .modeling_transmamba_switch import TransMambaSwitchForCausalLM, TransMambaSwitchModel
 from .modeling_video_retrieval import TransMambaForVideoTextRetrieval, VideoTextRetrievalOutput
 from .modeling_videomamba import TransMambaForVideoClassification, TransVideoMambaModel
+from .modeling_vmamba import (
+    TransVMambaBackbone,
+    TransVMambaForImageClassification,
+    TransVMambaImageClassifierOutput,
+    TransVMambaModel,
+    TransVMambaModelOutput,
+    TransVMambaPreTrainedModel,
+)
 from .selective_scan import selective_scan, selective_scan_chunked, selective_scan_sequential, selective_state_step
 
 AutoConfig.register(TransMambaConfig.model_type, TransMambaConfig, exist_ok=True)
@@ -62,6 +72,16 @@ TransMambaSwitchConfig.register_for_auto_class()
 TransMambaSwitchModel.register_for_auto_class("AutoModel")
 TransMambaSwitchForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
+# TransVMamba (hierarchical, SS2D cross scan), also an AutoBackbone.
+AutoConfig.register(TransVMambaConfig.model_type, TransVMambaConfig, exist_ok=True)
+AutoModel.register(TransVMambaConfig, TransVMambaModel, exist_ok=True)
+AutoModelForImageClassification.register(TransVMambaConfig, TransVMambaForImageClassification, exist_ok=True)
+AutoBackbone.register(TransVMambaConfig, TransVMambaBackbone, exist_ok=True)
+TransVMambaConfig.register_for_auto_class()
+TransVMambaModel.register_for_auto_class("AutoModel")
+TransVMambaForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+TransVMambaBackbone.register_for_auto_class("AutoBackbone")
+
 __all__ = [
     "PRESETS",
     "VIDEO_PRESETS",
@@ -84,6 +104,14 @@ __all__ = [
     "TransMambaSwitchConfig",
     "TransMambaSwitchForCausalLM",
     "TransMambaSwitchModel",
+    "TransVMambaBackbone",
+    "TransVMambaConfig",
+    "TransVMambaForImageClassification",
+    "TransVMambaImageClassifierOutput",
+    "TransVMambaModel",
+    "TransVMambaModelOutput",
+    "TransVMambaPreTrainedModel",
+    "VMAMBA_PRESETS",
     "selective_scan",
     "selective_scan_chunked",
     "selective_scan_sequential",

@@ -56,7 +56,9 @@ class TransMambaConfig(PretrainedConfig):
     Blocks are ``x + Mixer(LN(x))`` then ``x + MLP(LN(x))``; ``mlp_ratio=0`` drops the MLP (the original Mamba
     block). ``scan_directions`` lists the scan orders of every mixer (see ``scan_orders.py``); with
     ``share_ssm_params`` all directions use one set of x/dt projections, A and D (PlainMamba), otherwise each
-    direction owns its set (ViM). ``scan_backend`` forces a selective-scan kernel ("auto" picks the fastest).
+    direction owns its set (ViM). ``mixer_out_norm`` puts a LayerNorm on the combined directions before the
+    SiLU(z) gate (VMamba's SS2D) instead of gating each direction in the scan. ``scan_backend`` forces a
+    selective-scan kernel ("auto" picks the fastest).
     """
 
     model_type = "transmamba"
@@ -80,6 +82,7 @@ class TransMambaConfig(PretrainedConfig):
         share_ssm_params: bool = True,
         direction_aware_update: bool = True,
         combine_directions: str = "sum",
+        mixer_out_norm: bool = False,
         use_cls_token: bool = False,
         pooling: str = "mean",
         in_proj_bias: bool = True,
@@ -111,6 +114,7 @@ class TransMambaConfig(PretrainedConfig):
         self.share_ssm_params = share_ssm_params
         self.direction_aware_update = direction_aware_update
         self.combine_directions = combine_directions
+        self.mixer_out_norm = mixer_out_norm
         self.use_cls_token = use_cls_token
         self.pooling = pooling
         self.in_proj_bias = in_proj_bias

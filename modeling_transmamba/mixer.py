@@ -87,6 +87,8 @@ class TransMambaMixer(nn.Module):
         self.A_log = nn.Parameter(torch.empty(param_sets, inner, state))
         self.D = nn.Parameter(torch.empty(param_sets, inner))
         self.direction_B = nn.Parameter(torch.zeros(NUM_MOVES, state)) if config.direction_aware_update else None
+        # SS2D (VMamba): LayerNorm on the summed directions, then the SiLU(z) gate, outside the scan.
+        self.out_norm = nn.LayerNorm(inner) if getattr(config, "mixer_out_norm", False) else None
         self.out_proj = nn.Linear(inner, hidden, bias=config.out_proj_bias)
 
     @torch.no_grad()
@@ -112,6 +114,22 @@ class TransMambaMixer(nn.Module):
         init.ones_(self.D)
         if self.direction_B is not None:
             init.zeros_(self.direction_B)
+
+    def _norm_and_gate(
+        self, combined: torch.Tensor, y: torch.Tensor | None, z: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``LN(sum_d y_d) * silu(z)``, and each direction's share of it: ``y_d`` normalised with the sum's mean and
+        std, ``1/k`` of the LN bias, gated. The shares add up to the gated output exactly, so the distillation's
+        per-direction outputs still sum to the mixer output."""
+        norm, gate = self.out_norm, F.silu(z)
+        output = norm(combined) * gate
+        if y is None:
+            return output, None
+        mean = combined.mean(-1, keepdim=True)
+        inv_std = torch.rsqrt(combined.var(-1, unbiased=False, keepdim=True) + norm.eps)
+        k = y.shape[1]
+        shares = (y - mean.unsqueeze(1) / k) * inv_std.unsqueeze(1) * norm.weight + norm.bias / k
+        return output, shares * gate.unsqueeze(1)
 
     def _scan_inputs(
         self, x: torch.Tensor, grid: tuple[int, int], perm: torch.Tensor
@@ -173,7 +191,7 @@ class TransMambaMixer(nn.Module):
             B,
             C,
             self.D,
-            z.unsqueeze(1),
+            z.unsqueeze(1) if self.out_norm is None else None,
             self.dt_proj_bias,
             perm,
             rows,
@@ -183,6 +201,8 @@ class TransMambaMixer(nn.Module):
         )  # (batch, 1 or directions, length, inner) at the tokens' raster positions
         scale = 1.0 / k if self.config.combine_directions == "mean" else 1.0
         combined = y.sum(1) if output_direction_outputs else y[:, 0]
+        if self.out_norm is not None:
+            combined, y = self._norm_and_gate(combined, y if output_direction_outputs else None, z)
         output = self.out_proj(combined * scale if scale != 1.0 else combined)
         if not output_direction_outputs:
             return output, None

@@ -19,7 +19,12 @@ TWO_D_DIRECTIONS = (
     "rows_tr_reversed",
     "cols_bl",  # column snake from the bottom-left corner (from the top-right it would repeat cols_reversed)
     "cols_bl_reversed",
+    "row_major",  # VMamba's SS2D cross scan: raster order, every row left->right
+    "row_major_reversed",
+    "col_major",  # every column top->bottom, columns left->right (raster order of the transposed grid)
+    "col_major_reversed",
 )
+SS2D_DIRECTIONS = ("row_major", "col_major", "row_major_reversed", "col_major_reversed")
 DIRECTIONS = ONE_D_DIRECTIONS + TWO_D_DIRECTIONS
 
 # Codes of the move that led into a token (PlainMamba's direction-aware update).
@@ -48,6 +53,10 @@ def scan_permutation(direction: str, height: int, width: int, length: int | None
         return torch.arange(length if length is not None else height * width).flip(0)
     if direction not in TWO_D_DIRECTIONS:
         raise ValueError(f"Unknown scan direction {direction!r}; choose from {', '.join(DIRECTIONS)}.")
+    if direction.startswith(("row_major", "col_major")):
+        grid = torch.arange(height * width).view(height, width)
+        perm = (grid.t() if direction.startswith("col") else grid).reshape(-1)
+        return perm.flip(0) if direction.endswith("reversed") else perm
     base, _, rest = direction.partition("_")
     perm = _snake(height, width, by_columns=base == "cols", mirrored=rest.startswith(("tr", "bl")))
     return perm.flip(0) if rest.endswith("reversed") else perm

@@ -23,7 +23,11 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-from transmamba.modeling_transmamba import TransMambaConfig, TransMambaForImageClassification, TransVideoMambaConfig
+from transmamba.modeling_transmamba import (
+    TransMambaConfig,
+    TransVideoMambaConfig,
+    TransVMambaConfig,
+)
 
 from .args import DistillationArguments
 from .build import build_trainer, train_and_export
@@ -46,7 +50,7 @@ def load_student_config(name: str) -> TransMambaConfig:
     config = AutoConfig.from_pretrained(name)
     if config.model_type == "transllava_mamba":
         raise ValueError(f"--student {name!r} is a TransLlavaMamba (vision-language): use `transmamba train-vlm`.")
-    if not isinstance(config, TransMambaConfig):
+    if not isinstance(config, (TransMambaConfig, TransVMambaConfig)):
         raise ValueError(
             f"--student {name!r} is a {config.model_type!r} model, not a TransMamba model; convert the teacher "
             "first with `transmamba convert` and pass its output folder."
@@ -99,7 +103,7 @@ def check_pair(
     if distillation == "logits":
         return
     teacher_patch = getattr(teacher.config, "patch_size", None)
-    if teacher_patch != student_config.patch_size:
+    if teacher_patch != student_config.patch_size and not isinstance(student_config, TransVMambaConfig):
         raise ValueError(
             f"Feature distillation compares token grids: the teacher's patch size {teacher_patch} differs from the "
             f"student's {student_config.patch_size}; convert the student from this teacher (same patch size)."
@@ -162,7 +166,7 @@ def run(args: DistillationArguments, training_args: TrainingArguments, data: Dat
     train_data, eval_data = train_data.with_transform(transform), eval_data.with_transform(transform)
     check_pair(teacher, student_config, train_data[0]["pixel_values"][None], args.distillation)
 
-    student = TransMambaForImageClassification.from_pretrained(args.student)
+    student = AutoModelForImageClassification.from_pretrained(args.student)  # our registered classes
     if args.lora:
         student = add_lora(student, args)
     options = {"tau": args.tau, "weighting": args.weighting, "cls_weight": args.cls_weight,

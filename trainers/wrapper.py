@@ -19,6 +19,7 @@ from .baselines import FeatureDistillation, LogitsDistillation, NoDistillation
 from .combined import WSABLogitsDistillation
 from .features import StudentFeatures, TeacherFeatures
 from .wsab import WSABLoss
+from .wsab_hierarchical import build_hierarchical_distiller
 
 DISTILLATIONS = ("wsab", "wsab+logits", "feature", "logits", "none")
 
@@ -46,6 +47,8 @@ def capture_last_hidden_state(module: nn.Module):
 def build_distiller(name: str, student_config, teacher_dim: int, **options) -> nn.Module:
     """The loss named by ``--distillation``; ``options``: tau, weighting, cls_weight, temperature, feature_metric,
     logits_weight."""
+    if getattr(student_config, "model_type", None) == "transvmamba":  # hierarchical: one grid per stage
+        return build_hierarchical_distiller(name, student_config, teacher_dim, **options)
     grid = (student_config.grid_size, student_config.grid_size)
     if name == "wsab+logits":
         wsab = build_distiller("wsab", student_config, teacher_dim, **options)
@@ -81,7 +84,7 @@ def build_distiller(name: str, student_config, teacher_dim: int, **options) -> n
 def find_base_model(student: nn.Module) -> nn.Module:
     """The student's encoder (``TransMambaModel``), also inside a PEFT wrapper."""
     for module in student.modules():
-        if type(module).__name__ == "TransMambaModel":
+        if type(module).__name__ in ("TransMambaModel", "TransVMambaModel"):
             return module
     raise ValueError(f"{type(student).__name__} holds no TransMambaModel; the student must be a TransMamba model.")
 

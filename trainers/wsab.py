@@ -13,6 +13,15 @@ from .features import Calibration, DistillLoss, StudentFeatures, TeacherFeatures
 WEIGHTINGS = ("misaligned", "aligned", "uniform")
 
 
+def adaptive_layer_weights(sims: torch.Tensor, weighting: str, tau: float) -> torch.Tensor:
+    """(layers, directions) softmax over layers of the detached similarities (see ``WSABLoss``)."""
+    sims = sims.detach()
+    if weighting == "uniform":
+        return torch.full_like(sims, 1.0 / sims.shape[0])
+    score = 1.0 - sims if weighting == "misaligned" else sims
+    return torch.softmax(score / tau, dim=0)
+
+
 class WSABLoss(nn.Module):
     """Per-layer, per-direction cosine distillation of every student layer against the teacher's last layer.
 
@@ -74,12 +83,7 @@ class WSABLoss(nn.Module):
         return per_sample.mean(0)
 
     def layer_weights(self, sims: torch.Tensor) -> torch.Tensor:
-        """(layers, directions) softmax over layers of the detached similarities."""
-        sims = sims.detach()
-        if self.weighting == "uniform":
-            return torch.full_like(sims, 1.0 / sims.shape[0])
-        score = 1.0 - sims if self.weighting == "misaligned" else sims
-        return torch.softmax(score / self.tau, dim=0)
+        return adaptive_layer_weights(sims, self.weighting, self.tau)
 
     def align(self, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher tokens -> the student's token order (a subclass with another layout overrides this)."""

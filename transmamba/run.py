@@ -320,7 +320,7 @@ def stage_convert(directory: Path, args: argparse.Namespace, teacher: dict) -> t
     config = AutoConfig.from_pretrained(directory / MODEL)
     outputs = {
         "spec": spec,
-        "family": "ViM" if config.use_cls_token else "PlainMamba",
+        "family": getattr(config, "family", None) or ("ViM" if config.use_cls_token else "PlainMamba"),
         "hidden_size": config.hidden_size,
         "num_hidden_layers": config.num_hidden_layers,
         "num_directions": config.num_directions,
@@ -372,7 +372,6 @@ def stage_student(
     first part of the (seeded, shuffled) training images; ``eval_every`` > 0 also records test top-1 on the way
     (on the first ``eval_images`` test images, default all).
     """
-    from .modeling_transmamba import TransMambaForImageClassification
     from .trainers.build import build_trainer
     from .trainers.inputs import accuracy
 
@@ -386,9 +385,9 @@ def stage_student(
         columns.update({name: tensor[:keep] for name, tensor in cached.items()})
     torch.manual_seed(args.seed)
     if init == "scratch":
-        student = TransMambaForImageClassification(AutoConfig.from_pretrained(converted))
+        student = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(converted))
     else:
-        student = TransMambaForImageClassification.from_pretrained(converted)
+        student = AutoModelForImageClassification.from_pretrained(converted)
     # The batches carry the teacher's cached outputs; the teacher itself only backs the trainer's checks.
     teacher = None
     if distillation != "none":
@@ -448,24 +447,19 @@ def top1(model_class, folder: Path, pixels: dict[str, torch.Tensor]) -> float:
 
 def stage_gate(directory: Path, args: argparse.Namespace) -> tuple[dict, list[str]]:
     """Top-1 of the teacher and the scratch student on the held-out images, before any distillation."""
-    from .modeling_transmamba import TransMambaForImageClassification
-
     pixels = load_pixels(args.work_dir)
-    teacher = top1(AutoModelForImageClassification, args.work_dir / "teacher" / MODEL, pixels)
-    return {"teacher": teacher, "scratch": top1(TransMambaForImageClassification, args.work_dir / "scratch" / MODEL,
-                                                pixels)}, []  # fmt: skip
+    roles = ("teacher", "scratch")
+    return {role: top1(AutoModelForImageClassification, args.work_dir / role / MODEL, pixels) for role in roles}, []
 
 
 def stage_evaluate(directory: Path, args: argparse.Namespace, known: dict | None = None) -> tuple[dict, list[str]]:
     """Top-1 of the three saved models on the held-out images, each loaded back from its folder (``known``:
     accuracies already measured on the same images, e.g. by the gate)."""
-    from .modeling_transmamba import TransMambaForImageClassification
-
     pixels = load_pixels(args.work_dir)
     folders = {
         "teacher": (AutoModelForImageClassification, args.work_dir / "teacher" / MODEL),
-        "scratch": (TransMambaForImageClassification, args.work_dir / "scratch" / MODEL),
-        "transmamba": (TransMambaForImageClassification, args.work_dir / "transmamba" / MODEL),
+        "scratch": (AutoModelForImageClassification, args.work_dir / "scratch" / MODEL),
+        "transmamba": (AutoModelForImageClassification, args.work_dir / "transmamba" / MODEL),
     }
     known = known or {}
     accuracy = {role: known[role] if role in known else top1(cls, folder, pixels)
