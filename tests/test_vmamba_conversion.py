@@ -93,7 +93,7 @@ def test_narrow_stage_keeps_the_chosen_slices(teachers, tmp_path):
         ("vmamba-t,image_size=100", "Image size 100x100 does not survive the downsampling"),
         ("vmamba-t,hidden_sizes=[8,16,32,48],depths=[1,5,1,1]", "Stage 2 (the one at the teacher's stride) has 5"),
         ("vmamba-t,image_size=64,hidden_sizes=[64,128,256,512]", "Every student stage is wider than the teacher"),
-        ("vmamba-t,out_features=[\"stage9\"]", "out_features ['stage9'] name no stage"),
+        ('vmamba-t,out_features=["stage9"]', "out_features ['stage9'] name no stage"),
         ("vmamba-t,widths=[1]", "Bad student override 'widths=[1]'"),
     ],
 )
