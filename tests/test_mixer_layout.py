@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import rel_err, tiny_config
 from test_mixer import make_mixer
 from transmamba.modeling_transmamba.configuration_transmamba import PLAIN_MAMBA_8
-from transmamba.modeling_transmamba.mixer import TransMambaMixer, _orders
+from transmamba.modeling_transmamba.mixer import TransMambaMixer, _cached_orders, _orders
 from transmamba.modeling_transmamba.selective_scan import selective_scan_sequential
 
 STATE_KEYS = {
@@ -98,7 +98,7 @@ def test_training_after_an_inference_mode_call():
     """The scan orders are cached: built under inference mode they would be unusable for autograd later."""
     mixer = make_mixer(tiny_config("pmamba-t", scan_backend="sequential"))
     hidden = torch.randn(1, 12, mixer.config.hidden_size)
-    _orders.cache_clear()
+    _cached_orders.cache_clear()
     with torch.inference_mode():
         mixer(hidden, (3, 4))
     out, _ = mixer(hidden.requires_grad_(), (3, 4))

@@ -2,6 +2,11 @@
 `accelerate launch --config_file fsdp_cpu.yaml` on a tiny teacher/student and digits, then loads the exported
 student in this process. Prints one JSON line: return code, the log's tail or the error, and the loaded check.
 
+Measured 2026-12-01 (2-core CPU, shared, load ~15): exit 0 in 93 s, 2 processes, the exported student loads
+(11,834 parameters, all 46 tensors). But accelerate runs it as DDP: `PartialState().distributed_type` is MULTI_CPU
+under this config (FSDP is enabled only for GPU-like device types), so this shows the config is harmless on CPU,
+not that FSDP shards on CPU.
+
     python benchmarks/fsdp/run_fsdp_cpu.py /tmp/fsdp-run
 """
 
