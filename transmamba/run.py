@@ -471,7 +471,7 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--image-size {size} must be a multiple of --patch-size {args.patch_size}.")
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}.")
-    from .conversion.hub import check_push_options
+    from .conversion.args import check_push_options
 
     check_push_options(args.push_to_hub, args.dry_run)
 
