@@ -20,9 +20,10 @@ from safetensors.torch import load_file
 from transformers import ViTConfig, ViTForImageClassification
 from transmamba.conversion.cli import main
 from transmamba.conversion.export import REPORT_NAME
-from transmamba.folders import PARTIAL as PARTIAL_MARK
 from transmamba.conversion.hub import planned_upload, push_folder
 from transmamba.modeling_transmamba import TransMambaForImageClassification
+
+from transmamba.folders import PARTIAL as PARTIAL_MARK
 
 SSM = "state_size=4,time_step_rank=2,scan_backend=sequential"
 STUDENT = f"vim-t,hidden_size=16,num_hidden_layers=2,{SSM}"
