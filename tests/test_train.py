@@ -8,7 +8,7 @@ from test_train_support import digits, save_student, save_teacher
 from transformers import TrainingArguments
 from transmamba.modeling_transmamba import TransMambaForImageClassification
 from transmamba.trainers.args import DistillationArguments
-from transmamba.trainers.train import run
+from transmamba.trainers.train import train
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def distill(teacher, student, data, folder, distillation="wsab", options=None, *
     args = DistillationArguments(
         teacher=teacher, student=student, distillation=distillation, max_eval_samples=32, **(options or {})
     )
-    return run(args, training_args(folder, **training), data)
+    return train(args, training_args(folder, **training), data).trainer
 
 
 def losses(trainer, key="loss") -> dict[int, float]:

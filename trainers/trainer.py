@@ -32,6 +32,7 @@ model, data and measured results.
 class DistillationTrainer(Trainer):
     """Trains a :class:`DistillationModel` (student + calibration MLPs) against ``teacher``.
 
+    ``teacher`` may be None when every training batch carries the teacher's cached outputs.
     The teacher is frozen (eval mode, no grad), moved to the training device and kept on the Trainer, so it is
     never part of the optimizer or a checkpoint. Checkpoints hold the whole wrapper (student and calibration
     MLPs), so ``resume_from_checkpoint`` continues exactly; :meth:`save_model` (and :meth:`export_student`)
@@ -46,8 +47,6 @@ class DistillationTrainer(Trainer):
         super().__init__(*args, **kwargs)
         if not isinstance(self.model, DistillationModel):
             raise ValueError("DistillationTrainer trains a DistillationModel (student + distiller); wrap the student.")
-        if self.model.needs_teacher and teacher is None:
-            raise ValueError("This distillation needs a teacher: pass teacher=... to DistillationTrainer.")
         self.teacher = teacher
         if teacher is not None:
             teacher.eval().requires_grad_(False)
@@ -69,8 +68,16 @@ class DistillationTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        # Batches may carry precomputed teacher outputs (a frozen teacher on a deterministic input pipeline).
-        if model.training and self.teacher is not None and not any(k.startswith("teacher_") for k in inputs):
+        # Batches may carry precomputed teacher outputs (a frozen teacher on a deterministic input pipeline); then
+        # the teacher is never needed, and may be None.
+        cached = any(k.startswith("teacher_") for k in inputs)
+        needs = self.accelerator.unwrap_model(model).needs_teacher
+        if model.training and not cached and self.teacher is None and needs:
+            raise ValueError(
+                "This distillation needs the teacher's outputs: pass teacher=... to DistillationTrainer, or batches "
+                "that carry cached teacher_tokens / teacher_logits."
+            )
+        if model.training and self.teacher is not None and not cached:
             # A wrapper that knows its teacher's inputs (e.g. the VLM one) fetches the outputs it needs itself.
             hook = getattr(self.accelerator.unwrap_model(model), "teacher_outputs", None)
             extra = hook(self.teacher, inputs) if hook is not None else self.teacher_outputs(inputs["pixel_values"])

@@ -15,11 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
 
+from .args import DISTILLATIONS
 from .baselines import FeatureDistillation, LogitsDistillation, NoDistillation
 from .features import StudentFeatures, TeacherFeatures
 from .wsab import WSABLoss
-
-DISTILLATIONS = ("wsab", "feature", "logits", "none")
 
 
 @dataclass

@@ -20,6 +20,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dat
 from datasets.utils import logging as datasets_logging
 from transformers.utils import logging
 
+from .model_cards.naming import public_name
+
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_HUB = "zalando-datasets/fashion_mnist"
 FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -184,6 +186,19 @@ def check_classes(names: list[str] | int, where: str) -> None:
             f"{where} has {count} class{'' if count == 1 else 'es'}{which}; image classification needs at least "
             "two. Add images of another class (imagefolder: one subfolder per class)."
         )
+
+
+def dataset_names(dataset: str, given: str | None) -> tuple[str, str | None, str]:
+    """(card name, Hub id, where the data came from); a local folder is named by its folder name, never its path."""
+    if dataset == "fashion_mnist":
+        local = FASHION_MNIST_DIR.is_dir()
+        return dataset, FASHION_MNIST_HUB, "Debian package dataset-fashion-mnist" if local else FASHION_MNIST_HUB
+    if dataset == "digits":
+        return dataset, None, "scikit-learn load_digits (embedded)"
+    if os.path.isdir(dataset):
+        name = given or public_name(dataset)
+        return name, None, f"local folder {public_name(dataset)}"
+    return given or dataset, dataset, dataset
 
 
 def processor_for_size(processor, image_size: int):
