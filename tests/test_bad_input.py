@@ -89,7 +89,8 @@ def test_bad_teacher_folder(tmp_path, config_only, capsys, case):
     make, message = TEACHER_CASES[case]
     (tmp_path / "t").mkdir()
     teacher = make(config_only, tmp_path / "t")
-    spec = "pmamba-t,hidden_size=32,num_hidden_layers=2"
+    spec = "pmamba-t,hidden_size=32,num_hidden_layers=2,mlp_ratio=2"
+    capsys.readouterr()  # what building the teacher printed
     out = tmp_path / "out"
     one_error(capsys, convert_main(["--teacher", str(teacher), "--student", spec, "--output", str(out)]), message)
     assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
@@ -133,8 +134,9 @@ def empty_saved(tmp_path: Path) -> Path:
 )
 def test_bad_data_for_convert(tmp_path, config_only, capsys, make, message):
     data = make(tmp_path)
-    argv = ["--teacher", str(config_only), "--student", "pmamba-t,hidden_size=32,num_hidden_layers=2",
+    argv = ["--teacher", str(config_only), "--student", "pmamba-t,hidden_size=32,num_hidden_layers=2,mlp_ratio=2",
             "--output", str(tmp_path / "out"), "--data", str(data)]  # fmt: skip
+    capsys.readouterr()
     one_error(capsys, convert_main(argv), message)
 
 
@@ -245,6 +247,7 @@ def test_bad_input_to_train(tmp_path, pair, capsys, monkeypatch, case, message):
         dataset = empty_data(tmp_path)
     elif case == "resume_missing":
         extra = ["--resume_from_checkpoint", "last"]
+    capsys.readouterr()  # what building the inputs printed
     one_error(capsys, train_main(_train_argv(teacher, student, dataset, output, *extra)), message)
     assert not output.is_dir() or not any(output.iterdir())  # nothing trained, nothing written
 

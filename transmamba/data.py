@@ -109,6 +109,8 @@ def _local_folder(spec: str, option: str) -> DatasetDict:
     verbosity = datasets_logging.get_verbosity()
     datasets_logging.set_verbosity_error()
     datasets_logging.disable_progress_bar()
+    classes = sorted(path.name for path in folder.iterdir() if path.is_dir())
+    check_classes(classes, f"{option} {spec}")  # imagefolder silently drops the label column of a one-class folder
     try:
         return load_dataset("imagefolder", data_dir=spec)
     except Exception as error:  # noqa: BLE001 - datasets raises many types for a folder it cannot read
@@ -161,7 +163,7 @@ def clean_labels(data: DatasetDict, label_column: str, num_labels: int, where: s
         bad = labels[(labels < -1) | (labels >= num_labels)]
         if len(bad):
             raise ValueError(
-                f"{where}: split {name!r} has label {int(bad[0])} ({len(bad)} labels outside 0..{num_labels - 1}), "
+                f"{where}: split {name!r} has label {int(bad[0])} ({len(bad)} outside 0..{num_labels - 1} in all), "
                 f"but the model has {num_labels} classes; fix the labels or convert the student with the right "
                 "number of labels."
             )
