@@ -33,7 +33,7 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 2 on bad input (nothing written), 1 when only the push failed (the folder is complete)."""
-    parsed = parse(build_parser(), argv, PROG)
+    parsed = parse(build_parser, argv, PROG)
     if parsed is None:
         return 2
     (args,) = parsed

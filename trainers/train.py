@@ -207,7 +207,7 @@ def train(args: DistillationArguments, training_args, data=None) -> TrainResult:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 2 on bad input (found before training; nothing written)."""
-    parsed = parse(build_parser(), argv, "transmamba train")
+    parsed = parse(build_parser, argv, "transmamba train", DistillationArguments)
     if parsed is None:
         return 2
     args, training_args = parsed

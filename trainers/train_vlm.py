@@ -136,7 +136,7 @@ def train_vlm(args: VlmDistillationArguments, training_args, data=None) -> Train
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 2 on bad input (found before training; nothing written)."""
-    parsed = parse(build_parser(), argv, "transmamba train-vlm")
+    parsed = parse(build_parser, argv, "transmamba train-vlm", VlmDistillationArguments)
     if parsed is None:
         return 2
     args, training_args = parsed

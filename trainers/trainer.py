@@ -13,6 +13,7 @@ from transformers import PreTrainedModel, Trainer
 
 from .wrapper import DistillationModel, capture_last_hidden_state
 
+FULL_WEIGHTS_EVERY = 10  # training logs between two logs that carry every WSAB layer weight
 README_PLACEHOLDER = """---
 library_name: transformers
 pipeline_tag: {pipeline_tag}
@@ -101,7 +102,26 @@ class DistillationTrainer(Trainer):
                 means = self.accelerator.reduce(means, reduction="mean")
             logs.update({k: round(v, 6) for k, v in zip(keys, means.tolist(), strict=True)})
             self._log_sums, self._log_steps = {}, 0
+            self._compact_layer_weights(logs)
         super().log(logs, start_time)
+
+    def _compact_layer_weights(self, logs: dict[str, float]) -> None:
+        """WSAB's per-layer weights (layers x directions keys) become, per direction, the largest weight, its layer
+        and the weights' entropy; the full weights stay in every ``FULL_WEIGHTS_EVERY``-th log and the last one."""
+        weights: dict[str, dict[int, float]] = {}
+        for key in [k for k in logs if k.startswith("layer_weight/")]:
+            _, direction, layer = key.split("/")
+            weights.setdefault(direction, {})[int(layer)] = logs[key]
+        step, every = self.state.global_step, FULL_WEIGHTS_EVERY * max(1, int(self.args.logging_steps or 1))
+        keep_full = step % every == 0 or step == self.state.max_steps
+        for direction, by_layer in weights.items():
+            values = torch.tensor([by_layer[i] for i in sorted(by_layer)])
+            logs[f"layer_weight_max/{direction}"] = round(values.max().item(), 4)
+            logs[f"layer_weight_argmax/{direction}"] = int(values.argmax())
+            logs[f"layer_weight_entropy/{direction}"] = round(-(values * values.clamp_min(1e-12).log()).sum().item(), 4)
+            if not keep_full:
+                for layer in by_layer:
+                    del logs[f"layer_weight/{direction}/{layer}"]
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Checkpoints keep the wrapper; the final model (``save_model()``, ``push_to_hub``) is the clean student.

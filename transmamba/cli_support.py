@@ -24,10 +24,16 @@ def parser_for(dataclasses: tuple[type, ...], prog: str, description: str, epilo
     return parser
 
 
-def parse(parser, argv: list[str] | None, prog: str) -> tuple[Any, ...] | None:
-    """The parsed dataclasses, or None after printing the `__post_init__` message of a bad value."""
+def parse(parser, argv: list[str] | None, prog: str, ours: type | None = None) -> tuple[Any, ...] | None:
+    """The parsed dataclasses, or None after printing the `__post_init__` message of a bad value.
+
+    ``ours``: the command's own dataclass, checked first on its own, so a bad value of ours is reported before
+    the parser needs ``TrainingArguments`` (which imports torch).
+    """
     try:
-        return parser.parse_args_into_dataclasses(args=argv)
+        if ours is not None and not {"-h", "--help"} & set(sys.argv[1:] if argv is None else argv):
+            parser_for((ours,), prog, "").parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+        return parser().parse_args_into_dataclasses(args=argv)
     except ValueError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return None
