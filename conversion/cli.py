@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from ..cli_support import call, parse, parser_for
+from ..cli_support import command_main, parser_for
 from .args import ConvertArguments
 
 PROG = "transmamba convert"
@@ -31,25 +31,18 @@ def build_parser():
     return parser_for((ConvertArguments,), PROG, __doc__, EPILOG)
 
 
+def convert_and_publish(args: ConvertArguments) -> int:
+    from .convert import convert
+    from .hub import publish_if_asked
+
+    result = convert(args)
+    print(result.summary)
+    return publish_if_asked(result.output, args, PROG, "TransMamba stage-1 student")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 2 on bad input (nothing written), 1 when only the push failed (the folder is complete)."""
-    parsed = parse(build_parser, argv, PROG)
-    if parsed is None:
-        return 2
-    (args,) = parsed
-
-    def work() -> int:
-        from .convert import convert
-
-        result = convert(args)
-        print(result.summary)
-        if not args.push_to_hub:
-            return 0
-        from .hub import publish
-
-        return publish(result.output, args.push_to_hub, args.private, args.dry_run, PROG, "TransMamba stage-1 student")
-
-    return call(PROG, work)
+    return command_main(build_parser, argv, PROG, convert_and_publish)
 
 
 if __name__ == "__main__":

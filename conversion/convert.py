@@ -112,7 +112,7 @@ def _report(args, checked: _Checked, teacher: Teacher, selection, student, tenso
     return {
         "format": "transmamba-subcloning-report/1",
         "teacher": {
-            "source": public_name(args.teacher, hub_id(args.teacher, checked.teacher_config.name_or_path)),
+            "source": public_name(args.teacher, hub_id(args.teacher)),
             "class": type(teacher.model).__name__,
             "hidden_size": teacher.hidden_size,
             "num_hidden_layers": len(teacher.blocks),
@@ -184,7 +184,7 @@ def convert(args: ConvertArguments) -> ConversionResult:
     )
     student, tensors = subclone(teacher, config, selection, seed=args.seed)
     report = _report(args, checked, teacher, selection, student, tensors, processor)
-    base_model = hub_id(args.teacher, checked.teacher_config.name_or_path, args.base_model)
+    base_model = hub_id(args.teacher, args.base_model)
     card = stage1_card(
         teacher=public_name(args.teacher, base_model),
         teacher_class=type(teacher.model).__name__,

@@ -9,7 +9,6 @@ import torch
 
 from ..model_cards.naming import hub_id, public_name
 from ..model_cards.stage1 import GEMMA_NOTICE, stage1_vlm_card, teacher_license
-from ..model_checks import load_config
 from .args import ConversionResult, ConvertArguments
 from .export import REPORT_NAME, write_model_folder
 from .llava import load_processor, parse_student, subclone_llava
@@ -50,7 +49,7 @@ def convert_llava(args: ConvertArguments) -> ConversionResult:
         "processor": type(processor).__name__ if processor is not None else "none (the teacher ships none)",
         "seed": args.seed,
     }
-    base_model = hub_id(args.teacher, load_config(args.teacher, "Teacher").name_or_path, args.base_model)
+    base_model = hub_id(args.teacher, args.base_model)
     card = stage1_vlm_card(
         teacher=public_name(args.teacher, base_model),
         teacher_class=subclone_report["teacher_class"],

@@ -55,3 +55,10 @@ def publish(
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def publish_if_asked(folder: Path, args, prog: str, commit_message: str) -> int:
+    """The push tail every publishing command shares: nothing without ``args.push_to_hub``, else `publish`."""
+    if not args.push_to_hub:
+        return 0
+    return publish(folder, args.push_to_hub, args.private, args.dry_run, prog, commit_message)

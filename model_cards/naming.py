@@ -6,8 +6,10 @@ leaks the machine's layout.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from pathlib import Path
 
 # org/name with the Hub's characters; a path (absolute, ./, ../, ~) never matches.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
@@ -20,10 +22,20 @@ def looks_like_hub_id(text: str | None) -> bool:
     return bool(_HUB_ID.match(text)) and not os.path.isdir(text)
 
 
-def hub_id(source: str, name_or_path: str | None = None, given: str | None = None) -> str | None:
-    """The Hub id to record as ``base_model``: ``given``, else ``source`` if it is one, else the config's
-    ``_name_or_path`` when a local copy remembers where it came from."""
-    for candidate in (given, source, name_or_path):
+def recorded_name_or_path(folder: str) -> str | None:
+    """The ``_name_or_path`` a local copy's config.json recorded (`from_pretrained` replaces it with the folder)."""
+    try:
+        value = json.loads((Path(folder) / "config.json").read_text()).get("_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def hub_id(source: str, given: str | None = None) -> str | None:
+    """The Hub id to record as ``base_model``: ``given``, else ``source`` if it is one, else the ``_name_or_path``
+    that a local copy's config.json recorded."""
+    recorded = recorded_name_or_path(source) if os.path.isdir(source) else None
+    for candidate in (given, source, recorded):
         if looks_like_hub_id(candidate):
             return candidate
     return None

@@ -128,3 +128,27 @@ def test_card_says_what_the_numbers_say(tmp_path, accuracy, said, not_said):
     body = written(tmp_path, results).text
     assert said in body and not_said not in body
     assert "**This model**" not in body
+
+
+def test_cards_never_publish_local_paths(tmp_path):
+    """A local teacher copy: the card's base_model is the Hub id its config recorded, and no local path appears."""
+    from transformers import ViTConfig, ViTForImageClassification
+    from transmamba.conversion.cli import main as convert_main
+
+    from transmamba.data import dataset_names
+
+    teacher = tmp_path / "copies" / "deit-tiny"
+    ViTForImageClassification(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                                         patch_size=8, intermediate_size=64)).save_pretrained(teacher)  # fmt: skip
+    config = json.loads((teacher / "config.json").read_text())
+    (teacher / "config.json").write_text(json.dumps({**config, "_name_or_path": "facebook/deit-tiny-patch16-224"}))
+    out = tmp_path / "out"
+    spec = "pmamba-t,hidden_size=32,num_hidden_layers=2,mlp_ratio=2,state_size=4,scan_backend=sequential"
+    assert convert_main(["--teacher", str(teacher), "--student", spec, "--output", str(out)]) == 0
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model == "facebook/deit-tiny-patch16-224"
+    for name in ("README.md", "subcloning_report.json"):
+        assert str(tmp_path) not in (out / name).read_text(), name
+    (tmp_path / "my-photos").mkdir()
+    assert dataset_names(str(tmp_path / "my-photos"), None) == ("my-photos", None, "local folder my-photos")
+    assert dataset_names(str(tmp_path / "my-photos"), "pets")[0] == "pets"

@@ -10,13 +10,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from test_train_support import digits, save_student, save_teacher
 from transmamba.trainers.checkpoints import STATE, resolve_resume
+
+from transmamba.cli import main as cli_main
 
 ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TRANSMAMBA_SCAN_BACKEND": "sequential"}
 
@@ -61,7 +63,11 @@ def test_killed_train_resumes_from_the_newest_complete_checkpoint(tmp_path):
     assert final["global_step"] == 12
     steps = [row["step"] for row in final["log_history"] if "loss" in row]
     assert steps and min(steps) <= complete[0]  # the resumed run carries the earlier log
-    assert (out / "transmamba_results.json").is_file()  # a real card: `transmamba card` works on it
+    results = json.loads((out / "transmamba_results.json").read_text())
+    assert cli_main(["card", str(out)]) == 0  # a real card, rebuilt from the stored numbers
+    card = ModelCard.load(out / "README.md")
+    assert card.data.eval_results[0].metric_value == results["accuracy"]["transmamba"] is not None
+    assert str(tmp_path) not in card.content
 
 
 def test_killed_teacher_stage_resumes_with_the_library_key_mapping(tmp_path):

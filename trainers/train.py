@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from transmamba.cli_support import call, parse, parser_for
+from transmamba.cli_support import command_main, parser_for
 
 from .args import DistillationArguments, TrainResult
 
@@ -207,17 +207,13 @@ def train(args: DistillationArguments, training_args, data=None) -> TrainResult:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 2 on bad input (found before training; nothing written)."""
-    parsed = parse(build_parser, argv, "transmamba train", DistillationArguments)
-    if parsed is None:
-        return 2
-    args, training_args = parsed
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    return command_main(build_parser, argv, "transmamba train", _command, DistillationArguments)
 
-    def work() -> int:
-        train(args, training_args)
-        return 0
 
-    return call("transmamba train", work)
+def _command(args: DistillationArguments, training_args) -> int:
+    train(args, training_args)
+    return 0
 
 
 if __name__ == "__main__":

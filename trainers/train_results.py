@@ -17,7 +17,7 @@ def train_results(args, training_args, trainer, student, teacher_config, sizes: 
     import torch
 
     config = student.config
-    base_model = hub_id(args.teacher, getattr(teacher_config, "name_or_path", None), args.base_model)
+    base_model = hub_id(args.teacher, args.base_model)
     dataset, dataset_hub, source = dataset_names(args.dataset, args.dataset_name)
     repo = training_args.hub_model_id if training_args.push_to_hub else None
     batch = training_args.per_device_train_batch_size * training_args.world_size

@@ -39,10 +39,14 @@ def parse(parser, argv: list[str] | None, prog: str, ours: type | None = None) -
         return None
 
 
-def call(prog: str, work: Callable[[], int]) -> int:
-    """Run the command's library call; a ValueError is bad input: one message, exit code 2."""
+def command_main(parser, argv: list[str] | None, prog: str, work: Callable[..., int], ours: type | None = None) -> int:
+    """A command's whole `main`: parse (see `parse`), then ``work(*parsed)``; a ValueError from either is bad
+    input, found before any work is lost: one message, exit code 2."""
+    parsed = parse(parser, argv, prog, ours)
+    if parsed is None:
+        return 2
     try:
-        return work()
+        return work(*parsed)
     except ValueError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2

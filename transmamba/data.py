@@ -95,6 +95,25 @@ def _normalise(data: DatasetDict, spec: str) -> DatasetDict:
     return data
 
 
+def is_saved_dataset(spec: str) -> bool:
+    return os.path.isdir(spec) and any(Path(spec, name).is_file() for name in ("dataset_dict.json", "state.json"))
+
+
+def load_stored_dataset(spec: str, what: str, accepted: str) -> DatasetDict:
+    """A ``save_to_disk`` folder (DatasetDict, or a Dataset as ``train``) or a Hub dataset id that is cached or
+    reachable; anything else is one message listing what ``accepted`` names."""
+    if is_saved_dataset(spec):
+        data = load_from_disk(spec)
+        return data if isinstance(data, DatasetDict) else DatasetDict({"train": data})
+    try:
+        return load_dataset(spec)
+    except Exception as error:  # noqa: BLE001 - datasets raises many types for "not found / offline"
+        raise ValueError(
+            f"Cannot load {what} {spec!r}: use {accepted}, or a Hub dataset id that is cached or reachable "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:200]})."
+        ) from None
+
+
 def _local_folder(spec: str, option: str) -> DatasetDict:
     """A ``save_to_disk`` folder (DatasetDict or Dataset), else an ``imagefolder``, loaded without Hub-style bars."""
     folder = Path(spec)
@@ -103,14 +122,13 @@ def _local_folder(spec: str, option: str) -> DatasetDict:
             f"{option} {spec} is an empty folder; put images in class_name/ subfolders (imagefolder layout) or "
             "pass a folder written by DatasetDict.save_to_disk."
         )
-    if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
-        data = load_from_disk(spec)
-        return data if isinstance(data, DatasetDict) else DatasetDict({"train": data})
+    if is_saved_dataset(spec):
+        return load_stored_dataset(spec, option, "")
+    classes = sorted(path.name for path in folder.iterdir() if path.is_dir())
+    check_classes(classes, f"{option} {spec}")  # imagefolder silently drops the label column of a one-class folder
     verbosity = datasets_logging.get_verbosity()
     datasets_logging.set_verbosity_error()
     datasets_logging.disable_progress_bar()
-    classes = sorted(path.name for path in folder.iterdir() if path.is_dir())
-    check_classes(classes, f"{option} {spec}")  # imagefolder silently drops the label column of a one-class folder
     try:
         return load_dataset("imagefolder", data_dir=spec)
     except Exception as error:  # noqa: BLE001 - datasets raises many types for a folder it cannot read
@@ -133,14 +151,7 @@ def load_dataset_dict(spec: str, option: str = "--dataset") -> DatasetDict:
     elif os.path.isdir(spec):
         data = _local_folder(spec, option)
     else:
-        try:
-            data = load_dataset(spec)
-        except Exception as error:  # noqa: BLE001 - datasets raises many types for "not found / offline"
-            raise ValueError(
-                f"Cannot load {option} {spec!r}: use digits, fashion_mnist, a local image folder, a save_to_disk "
-                f"folder, or a Hub dataset id that is cached or reachable ({type(error).__name__}: "
-                f"{str(error).splitlines()[0][:200]})."
-            ) from None
+        data = load_stored_dataset(spec, option, "digits, fashion_mnist, a local image folder, a save_to_disk folder")
     empty = [name for name, split in data.items() if len(split) == 0]
     if empty:
         raise ValueError(f"{option} {spec}: split {', '.join(map(repr, empty))} has no rows; pass data with images.")

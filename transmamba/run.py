@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .cli_support import call, parse, parser_for
+from .cli_support import command_main, parser_for
 from .run_args import RunArguments
 
 PROG = "transmamba run"
@@ -188,24 +188,17 @@ def build_parser():
     return parser_for((RunArguments,), PROG, __doc__)
 
 
+def run_and_publish(args: RunArguments) -> int:
+    from .conversion.hub import publish_if_asked
+
+    outcome = run(args)
+    print(_summary(outcome))
+    return publish_if_asked(outcome.output, args, PROG, "TransMamba student (subcloned + WSAB)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 2 on bad input, 1 when only the push failed (the model folder is complete)."""
-    parsed = parse(build_parser, argv, PROG)
-    if parsed is None:
-        return 2
-    (args,) = parsed
-
-    def work() -> int:
-        outcome = run(args)
-        print(_summary(outcome))
-        if not args.push_to_hub:
-            return 0
-        from .conversion.hub import publish
-
-        message = "TransMamba student (subcloned + WSAB)"
-        return publish(outcome.output, args.push_to_hub, args.private, args.dry_run, PROG, message)
-
-    return call(PROG, work)
+    return command_main(build_parser, argv, PROG, run_and_publish)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def _given_teacher(args: RunArguments, id2label: dict, label2id: dict):
     steps = 0 if fits else args.teacher_steps
     if steps and args.teacher_tune == "head":
         model.base_model.requires_grad_(False)
-    return model, steps, hub_id(args.teacher, config.name_or_path, args.base_model)
+    return model, steps, hub_id(args.teacher, args.base_model)
 
 
 def stage_teacher(directory: Path, args: RunArguments, data: dict) -> tuple[dict, list[str]]:
