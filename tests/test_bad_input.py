@@ -273,3 +273,41 @@ def test_unlabelled_rows_are_dropped_with_a_count_and_a_teacher_without_processo
     result = train(args, training)
     assert "dropped 3 unlabelled rows (label -1) of 40 in split 'test'" in caplog.text
     assert "eval_accuracy" in result.metrics and (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_headless_teacher_without_processor_says_which_image_size(tmp_path, capsys, caplog):
+    from transformers import Dinov2Config
+
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, patch_size=14, mlp_ratio=2)
+    config.image_size = 518  # as facebook/dinov2-small records it
+    config.save_pretrained(tmp_path / "dinov2")
+    spec = "pmamba-t,hidden_size=32,num_hidden_layers=2,mlp_ratio=2"
+    argv = ["--teacher", str(tmp_path / "dinov2"), "--student", spec, "--output", str(tmp_path / "out")]
+    one_error(capsys, convert_main(argv), "has no weights (model.safetensors)")
+    assert "no preprocessor_config.json: the student takes the image size of its config, 518 px" in caplog.text
+
+
+def test_partials_of_live_writers_are_kept_and_dead_ones_removed(tmp_path):
+    from transmamba.folders import LOCK_SUFFIX, atomic_folder, remove_dead_partials
+
+    output = tmp_path / "model"
+    with atomic_folder(output) as live:
+        (live / "config.json").write_text("{}")
+        dead = tmp_path / ".model.partial-1-dead"  # a writer SIGKILLed mid-write: nobody holds its lock
+        dead.mkdir()
+        (dead / "model.safetensors").write_text("half")
+        Path(str(dead) + LOCK_SUFFIX).write_text("")
+        assert remove_dead_partials(output) == [dead]  # the live writer's folder (this one) stays
+        assert live.is_dir() and not dead.exists()
+    assert (output / "config.json").is_file() and not live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_stages_never_delete_a_folder_they_did_not_write(tmp_path):
+    from transmamba.stages import Stages
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds files that transmamba did not write"):
+        Stages(tmp_path, ["data"]).run("data", "x", {}, lambda d: ({}, []))
+    assert (tmp_path / "data" / "notes.txt").read_text() == "mine"

@@ -94,6 +94,9 @@ def check_weights(source: str, option: str) -> None:
         return
     from safetensors import SafetensorError, safe_open
 
+    if not any(Path(source).glob("*.safetensors")) and not any(Path(source).glob("*.bin")):
+        raise ValueError(f"{option} folder {source} has no weights (model.safetensors); pass a folder saved with "
+                         "save_pretrained, or download the model again.")  # fmt: skip
     for path in sorted(Path(source).glob("*.safetensors")):
         try:
             with safe_open(path, "pt"):
