@@ -311,3 +311,26 @@ def test_stages_never_delete_a_folder_they_did_not_write(tmp_path):
     with pytest.raises(ValueError, match="holds files that transmamba did not write"):
         Stages(tmp_path, ["data"]).run("data", "x", {}, lambda d: ({}, []))
     assert (tmp_path / "data" / "notes.txt").read_text() == "mine"
+
+
+def test_cached_teacher_outputs_need_no_teacher_and_missing_ones_are_named(tmp_path):
+    """`run` trains against cached teacher outputs without loading the teacher; without them, one clear error."""
+    import torch
+    from test_train_support import student_config
+    from transmamba.modeling_transmamba import TransMambaForImageClassification
+    from transmamba.trainers.build import build_trainer
+
+    from transmamba.run_training import TensorColumns
+
+    student = TransMambaForImageClassification(student_config())
+    pixels, labels = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    cached = {"teacher_tokens": torch.randn(8, 17, 32), "teacher_logits": torch.randn(8, 10)}
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", max_steps=1,
+                             per_device_train_batch_size=4, save_strategy="no", remove_unused_columns=False,
+                             disable_tqdm=True)  # fmt: skip
+    trainer = build_trainer(student, "wsab", args, TensorColumns(pixel_values=pixels, labels=labels, **cached),
+                            teacher_dim=32)  # fmt: skip
+    assert trainer.teacher is None and trainer.train().training_loss > 0
+    bare = build_trainer(student, "wsab", args, TensorColumns(pixel_values=pixels, labels=labels), teacher_dim=32)
+    with pytest.raises(ValueError, match="needs the teacher's outputs: pass teacher=.* or batches that carry cached"):
+        bare.train()
