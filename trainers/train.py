@@ -62,7 +62,7 @@ def load_data(spec: str):
     """What ``transmamba.data`` accepts (offline sets, an imagefolder or save_to_disk folder, a Hub id), as stored."""
     from transmamba.data import load_dataset_dict
 
-    return load_dataset_dict(spec)
+    return load_dataset_dict(spec, "--dataset")
 
 
 def check_pair(teacher, student_config, pixel_values, distillation: str) -> None:

@@ -142,7 +142,7 @@ def _local_folder(spec: str, option: str) -> DatasetDict:
         datasets_logging.set_verbosity(verbosity)
 
 
-def load_dataset_dict(spec: str, option: str = "--dataset") -> DatasetDict:
+def load_dataset_dict(spec: str, option: str = "dataset") -> DatasetDict:
     """The data as stored: ``digits`` | ``fashion_mnist`` | a local folder | a Hub dataset id; no split is empty."""
     if spec == "digits":
         data = _digits()
@@ -158,7 +158,7 @@ def load_dataset_dict(spec: str, option: str = "--dataset") -> DatasetDict:
     return data
 
 
-def load_image_dataset(spec: str, option: str = "--dataset") -> DatasetDict:
+def load_image_dataset(spec: str, option: str = "dataset") -> DatasetDict:
     """`load_dataset_dict` with ``image``/``label`` columns and a fixed ``test`` split."""
     data = load_dataset_dict(spec, option)
     return data if spec in ("digits", "fashion_mnist") else _normalise(data, spec)
