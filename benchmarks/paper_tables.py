@@ -22,7 +22,7 @@ import os
 import platform
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,8 +30,9 @@ import torch
 from transformers import AutoModelForImageClassification
 from transmamba.modeling_transmamba import TransMambaForImageClassification
 
-from transmamba import run as pipeline
+from transmamba import run_stages as pipeline
 from transmamba.pretrained_teacher import DEFAULT_TEACHER, resolve_teacher
+from transmamba.run_args import RunArguments
 from transmamba.stages import Stages
 
 PAPER = {  # DESIGN.md, "Paper figures" (top-1 %)
@@ -134,23 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_args(args: argparse.Namespace, **overrides) -> argparse.Namespace:
-    """`transmamba run`'s options for the shared stages (seed 0 data and teacher) or one student's stages."""
-    argv = ["--teacher", args.teacher, "--dataset", args.dataset, "--work-dir", str(args.work_dir),
-            "--image-size", str(args.image_size), "--train-size", str(args.train_size),
-            "--eval-size", str(args.eval_size), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-            "--learning-rate", str(args.learning_rate), "--teacher-steps", str(args.teacher_steps),
-            "--teacher-learning-rate", str(args.teacher_learning_rate), "--teacher-tune", args.teacher_tune,
-            "--save-steps", "50"]  # fmt: skip
-    namespace = pipeline.build_parser().parse_args(argv)
-    namespace.work_dir = args.work_dir.absolute()
-    return argparse.Namespace(**{**vars(namespace), **overrides})
+def run_args(args: argparse.Namespace, **overrides) -> RunArguments:
+    """`transmamba run`'s typed options for the shared stages (seed 0 data and teacher) or one student's stages."""
+    shared = RunArguments(
+        teacher=args.teacher, dataset=args.dataset, work_dir=args.work_dir.absolute(), image_size=args.image_size,
+        train_size=args.train_size, eval_size=args.eval_size, steps=args.steps, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, teacher_steps=args.teacher_steps,
+        teacher_learning_rate=args.teacher_learning_rate, teacher_tune=args.teacher_tune, save_steps=50,
+    )  # fmt: skip
+    return replace(shared, **overrides)
 
 
 def train_students(args: argparse.Namespace, students: list[Student], on_result=None) -> tuple[dict, dict]:
     """Shared stages (data, teacher, cached teacher outputs), then one convert + one training stage per student."""
     shared = run_args(args)
-    batch = dict(shared.__dict__, batch_size=32)  # the teacher fine-tunes at batch 32
     converts = sorted({(s.family, s.seed, s.mixer_init, s.convert) for s in students})  # scratch: its config
     names = ["data", "teacher", "teacher_outputs"] + [name for *_, name in converts]
     names += [s.name for s in students]
@@ -161,7 +159,7 @@ def train_students(args: argparse.Namespace, students: list[Student], on_result=
         "teacher",
         f"fine-tune {args.teacher} ({args.teacher_tune}) on the data for {args.teacher_steps} steps",
         {"data": stages.hashes["data"], "args": _inputs(shared, "teacher")},
-        lambda d: _teacher_stage(d, argparse.Namespace(**batch), data, shared),
+        lambda d: _teacher_stage(d, replace(shared, batch_size=32), data, shared),  # batch 32
     )
     stages.run("teacher_outputs", "cache the frozen teacher's tokens and logits on the training images",
                {"teacher": stages.hashes["teacher"]}, lambda d: pipeline.stage_teacher_outputs(d, shared))  # fmt: skip
@@ -198,7 +196,7 @@ def train_students(args: argparse.Namespace, students: list[Student], on_result=
     return {"data": data, "teacher": teacher, "seconds": dict(stages.seconds)}, results
 
 
-def _inputs(args: argparse.Namespace, stage: str) -> dict:
+def _inputs(args: RunArguments, stage: str) -> dict:
     """The options a stage depends on (its hash): a changed budget retrains, a changed table does not."""
     keys = {
         "data": ("dataset", "train_size", "eval_size", "image_size", "teacher", "seed"),
@@ -208,7 +206,7 @@ def _inputs(args: argparse.Namespace, stage: str) -> dict:
     return {key: getattr(args, key) for key in keys}
 
 
-def _teacher_stage(directory: Path, batch_args: argparse.Namespace, data: dict, shared: argparse.Namespace):
+def _teacher_stage(directory: Path, batch_args: RunArguments, data: dict, shared: RunArguments):
     outputs, files = pipeline.stage_teacher(directory, batch_args, data)
     pixels = pipeline.load_pixels(shared.work_dir)
     outputs["top1"] = pipeline.top1(AutoModelForImageClassification, directory / pipeline.MODEL, pixels)

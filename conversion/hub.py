@@ -6,18 +6,6 @@ import sys
 from pathlib import Path
 
 from huggingface_hub import constants, create_repo, get_token, upload_folder
-from huggingface_hub.utils import validate_repo_id
-
-
-def check_push_options(push_to_hub: str | None, dry_run: bool) -> None:
-    """`--push-to-hub`/`--dry-run` checks that every publishing command makes before any work."""
-    if dry_run and not push_to_hub:
-        raise ValueError("--dry-run lists what --push-to-hub would upload; pass --push-to-hub ORG/NAME too.")
-    if push_to_hub:
-        try:
-            validate_repo_id(push_to_hub)
-        except ValueError as error:
-            raise ValueError(f"--push-to-hub {push_to_hub!r} is not a repo id like org/name ({error}).") from None
 
 
 def planned_upload(folder: Path, repo_id: str, private: bool) -> str:
@@ -67,3 +55,10 @@ def publish(
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def publish_if_asked(folder: Path, args, prog: str, commit_message: str) -> int:
+    """The push tail every publishing command shares: nothing without ``args.push_to_hub``, else `publish`."""
+    if not args.push_to_hub:
+        return 0
+    return publish(folder, args.push_to_hub, args.private, args.dry_run, prog, commit_message)

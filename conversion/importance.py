@@ -22,10 +22,10 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers.activations import ACT2FN
 
+from .args import IMPORTANCE_METHODS as METHODS
+from .args import NEEDS_DATA
 from .teachers import Teacher, TeacherBlock
 
-METHODS = ("magnitude", "activation", "finetune-delta")
-NEEDS_DATA = ("activation", "finetune-delta")
 Batch = dict[str, torch.Tensor]
 
 

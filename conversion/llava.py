@@ -31,6 +31,9 @@ from transformers import (
 )
 from transmamba.modeling_transmamba import TransLlavaMambaConfig, TransLlavaMambaForConditionalGeneration
 
+from ..model_cards.naming import public_name
+from ..model_checks import check_weights
+from .args import CONV_INITS, LLAVA_STUDENT_PRESET, MIXER_INITS
 from .attention_init import attention_informed
 from .importance import _energy, top_indices
 from .student_spec import _split_top_level, _value
@@ -41,9 +44,7 @@ LLAMA_LIKE = ("llama", "mistral", "qwen2")
 GEMMA_LIKE = ("gemma3_text",)
 # Vision-language classes whose image path the student reproduces (projector_type "mlp" and "gemma3").
 TEACHER_TYPES = ("llava", "gemma3")
-CONV_INITS = ("normal", "standard", "identity")
-MIXER_INITS = ("standard", "attention")
-STUDENT_PRESET = "transllava"
+STUDENT_PRESET = LLAVA_STUDENT_PRESET
 STUDENT_FIELDS = ("num_hidden_layers", "hidden_size", "state_size", "expand", "mixer_size", "conv_kernel",
                   "time_step_rank")  # fmt: skip
 SEMANTIC_FIELDS = ("hidden_act", "norm_offset", "embedding_scale", "sandwich_norms", "final_logit_softcapping")
@@ -62,6 +63,8 @@ PROCESSOR_FILES = (
 
 def is_multimodal(config: PretrainedConfig) -> bool:
     """A config that should go down the vision-language path (and be vetted by ``check_teacher`` there)."""
+    if any(a.endswith("ForImageClassification") for a in config.architectures or []):
+        return False  # e.g. CLIPForImageClassification: an image model (the image path names what it supports)
     has_parts = getattr(config, "text_config", None) is not None or getattr(config, "vision_config", None) is not None
     causal = any(a.endswith(("ForCausalLM", "ForConditionalGeneration")) for a in config.architectures or [])
     return has_parts or causal
@@ -365,7 +368,7 @@ def _report(teacher_dir, teacher_config, config, copied, residual, mixer_init, c
     text, student_text = teacher_config.text_config, config.text_config
     width, mixer = attention_width(text), student_text.mixer_size
     report = {
-        "teacher": str(teacher_dir),
+        "teacher": public_name(str(teacher_dir)),
         "teacher_text_model": text.model_type,
         "teacher_layers": text.num_hidden_layers,
         "student_layers": student_text.num_hidden_layers,
@@ -435,6 +438,7 @@ def subclone_llava(
         except (OSError, ValueError) as error:
             raise ValueError(f"Cannot read the Mamba checkpoint ssm_from={str(ssm_from)!r}: {error}") from None
         _check_ssm_source(ssm_config, config)
+    check_weights(str(teacher_dir), "Teacher")
     teacher = AutoModelForImageTextToText.from_pretrained(teacher_dir, dtype=torch.float32).eval()
     student = TransLlavaMambaForConditionalGeneration(config).eval()
     depth, width = config.text_config.num_hidden_layers, config.text_config.hidden_size

@@ -32,7 +32,39 @@ def _value(text: str):
     try:
         return json.loads(text)
     except json.JSONDecodeError:
+        if text.startswith("[") and text.endswith("]"):  # [forward,backward]: a list of bare words
+            return [part.strip().strip("'\"") for part in text[1:-1].split(",") if part.strip()]
         return {"True": True, "False": False}.get(text, text)
+
+
+# Overrides that must be positive integers (time_step_rank may also be "auto"), and the list-valued ones.
+_POSITIVE = ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers", "state_size", "expand",
+             "conv_kernel", "conv_dim", "time_step_rank")  # fmt: skip
+
+
+def check_override(key: str, value) -> None:
+    """One message for a value that would build a degenerate or broken student, before anything loads."""
+    if key == "time_step_rank" and value == "auto":
+        return
+    if key in _POSITIVE and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(
+            f"Student override {key}={value!r} is invalid: {key} must be a positive integer (e.g. {key}=2)."
+        )
+    if key == "mlp_ratio" and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
+        raise ValueError(f"Student override mlp_ratio={value!r} is invalid: use a number >= 0 (0: no MLP).")
+    if key == "scan_directions" and (not isinstance(value, list) or not value):
+        raise ValueError(
+            f"Student override scan_directions={value!r} is invalid: give a list like "
+            '\'scan_directions=["forward","backward"]\'.'
+        )
+    if key == "scan_directions":
+        from ..modeling_transmamba.scan_orders import DIRECTIONS
+
+        unknown = [d for d in value if d not in DIRECTIONS]
+        if unknown:
+            raise ValueError(
+                f"Student override scan_directions: unknown {unknown}; choose from {', '.join(DIRECTIONS)}."
+            )
 
 
 def parse_student_spec(spec: str) -> tuple[str, dict]:
@@ -50,6 +82,7 @@ def parse_student_spec(spec: str) -> tuple[str, dict]:
                 f"Bad student override {item!r}: expected key=value with key one of {', '.join(sorted(known))}."
             )
         overrides[key] = _value(raw.strip())
+        check_override(key, overrides[key])
     return preset, overrides
 
 

@@ -10,9 +10,10 @@ import os
 from dataclasses import dataclass
 
 import torch
-from huggingface_hub import constants as hub_constants
 from torch import nn
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification, PretrainedConfig
+from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, PretrainedConfig
+
+from ..model_checks import check_config_values, check_weights, load_config
 
 SUPPORTED_MODEL_TYPES = ("vit", "deit", "dinov2")
 # Where each role lives in the model types above, transformers 5 names first, 4.x names after.
@@ -111,33 +112,15 @@ def default_image_size(config: PretrainedConfig, processor) -> int:
     return int(config.image_size)
 
 
-def _offline() -> bool:
-    return bool(hub_constants.HF_HUB_OFFLINE)
-
-
 def load_teacher_config(source: str) -> PretrainedConfig:
     """Read and vet the teacher's config only (cheap), so bad input fails before any weights load."""
-    is_local = os.path.isdir(source)
-    if not is_local and (source.startswith((".", "/", "~")) or os.path.exists(source)):
-        raise ValueError(f"Teacher {source!r} is not a folder; pass a model folder or a Hub id like org/name.")
-    try:
-        config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as error:
-        if is_local:
-            raise ValueError(f"Teacher folder {source!r} has no readable transformers config.json ({error}).") from None
-        where = (
-            "it is not in the local Hub cache and HF_HUB_OFFLINE=1 forbids downloading it; download it once online "
-            "(`hf download " + source + "`) or pass a local folder"
-            if _offline()
-            else "it could not be found or downloaded; check the id, your network and `hf auth login` for private "
-            "models, or pass a local folder"
-        )
-        raise ValueError(f"Cannot load teacher {source!r}: {where}.") from None
+    config = load_config(source, "Teacher")
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(
             f"Teacher {source!r} is a {config.model_type!r} model; `transmamba convert` subclones ViT-family image "
             f"Transformers ({', '.join(SUPPORTED_MODEL_TYPES)}), e.g. facebook/deit-small-patch16-224."
         )
+    check_config_values(config, f"Teacher {source!r}")
     if getattr(config, "use_swiglu_ffn", False):
         raise ValueError(f"Teacher {source!r} uses a SwiGLU MLP (DINOv2-giant); students have a GELU MLP to copy into.")
     return config
@@ -203,6 +186,7 @@ def load_teacher(source: str, config: PretrainedConfig | None = None) -> Teacher
     config = config or load_teacher_config(source)
     architectures = config.architectures or []
     auto = AutoModelForImageClassification if any("ImageClassification" in a for a in architectures) else AutoModel
+    check_weights(source, "Teacher")
     model = auto.from_pretrained(source, config=config).eval()
     base = model.base_model
     embeddings = base.embeddings

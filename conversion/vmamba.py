@@ -21,14 +21,15 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from pathlib import Path
 
 import torch
 from transformers import PretrainedConfig
 
 from ..data import load_image_dataset, pixel_batches, processor_for_size
+from ..model_cards.naming import hub_id, public_name
 from ..model_cards.stage1 import stage1_card, teacher_license
 from ..modeling_transmamba import VMAMBA_PRESETS, TransVMambaConfig, TransVMambaForImageClassification
+from .args import ConversionResult, ConvertArguments
 from .export import REPORT_NAME, write_model_folder
 from .importance import NEEDS_DATA, Selection, select_indices
 from .student_spec import _split_top_level, _value
@@ -132,14 +133,13 @@ def subclone_vmamba(teacher: Teacher, config: TransVMambaConfig, selection: Sele
     return student, writer.report(), stage
 
 
-def convert_vmamba(args) -> Path:
+def convert_vmamba(args: ConvertArguments) -> ConversionResult:
     """`transmamba convert --student vmamba-t ...`: the same checks, importance, report, card and folder as the
-    isotropic branch, with the hierarchical recipe above."""
-    from .cli import _check_common, _default_processor, _labels, _vlm_options  # cli imports this module
+    isotropic branch (`convert.py`, which dispatches here), with the hierarchical recipe above."""
+    from .convert import _default_processor, _labels  # convert imports this module
 
     started = time.perf_counter()
-    _check_common(args)
-    vlm_only = [flag for flag, value in _vlm_options(args).items() if value]
+    vlm_only = args.vlm_only_options()
     if vlm_only:
         raise ValueError(f"{', '.join(vlm_only)} apply to LLaVA teachers only; drop them for an image teacher.")
     parse_vmamba_spec(args.student)
@@ -155,7 +155,7 @@ def convert_vmamba(args) -> Path:
     narrower = width < teacher_config.hidden_size or 0 < mlp < mlp_width
     if narrower and args.importance in NEEDS_DATA and not args.data:
         raise ValueError(f"--importance {args.importance} needs images: pass --data (e.g. --data digits).")
-    data = load_image_dataset(args.data) if args.data else None
+    data = load_image_dataset(args.data, option="--data") if args.data else None
     num_labels, id2label, head_note = _labels(args, teacher_config, data)
     config = vmamba_config_for(teacher_config, args.student, image_size, mlp_width, num_labels, id2label)
 
@@ -172,7 +172,8 @@ def convert_vmamba(args) -> Path:
     summary = summarise(tensors, student)
     report = {
         "format": "transmamba-subcloning-report/1",
-        "teacher": {"source": args.teacher, "class": type(teacher.model).__name__, "hidden_size": teacher.hidden_size,
+        "teacher": {"source": public_name(args.teacher, hub_id(args.teacher)), "class": type(teacher.model).__name__,
+                    "hidden_size": teacher.hidden_size,
                     "num_hidden_layers": len(teacher.blocks), "patch_size": teacher.patch_size},  # fmt: skip
         "student": {"spec": args.student, "class": type(student).__name__, "hidden_sizes": config.hidden_sizes,
                     "depths": config.depths, "strides": config.stage_strides(), "image_size": config.image_size,
@@ -180,7 +181,7 @@ def convert_vmamba(args) -> Path:
         "recipe": f"teacher blocks 0..{depth - 1} -> stage {stage + 1} (stride {config.stage_strides()[stage]}, "
         f"width {width}); everything else initialised (see conversion/vmamba.py)",
         "importance": {"method": selection.method, "requested": args.importance,
-                       "data": args.data if selection.method in NEEDS_DATA else None, **selection.details,
+                       "data": public_name(args.data) if selection.method in NEEDS_DATA else None, **selection.details,
                        "residual_indices": selection.residual.tolist(),
                        "mlp_indices": [m.tolist() for m in selection.mlp] if selection.mlp is not None else "all"},
         "head": head_note,
@@ -188,10 +189,11 @@ def convert_vmamba(args) -> Path:
         "summary": summary,
         "tensors": tensors,
     }  # fmt: skip
+    base_model = hub_id(args.teacher, args.base_model)
     card = stage1_card(
-        teacher=args.teacher,
+        teacher=public_name(args.teacher, base_model),
         teacher_class=type(teacher.model).__name__,
-        base_model=args.base_model or (None if teacher.is_local else args.teacher),
+        base_model=base_model,
         license=teacher_license(args.teacher),
         student_spec=args.student,
         config=config,
@@ -204,6 +206,7 @@ def convert_vmamba(args) -> Path:
     )
     report["seconds_before_write"] = round(time.perf_counter() - started, 2)
     output = write_model_folder(args.output, student, processor, report, card, args.overwrite)
+    seconds = time.perf_counter() - started
     counts = ", ".join(f"{s} {v['tensors']} tensors / {v['parameters']:,} params" for s, v in summary.items())
-    print(f"wrote {output} in {time.perf_counter() - started:.1f}s: {counts}; details in {REPORT_NAME}")
-    return output
+    text = f"wrote {output} in {seconds:.1f}s: {counts}; details in {REPORT_NAME}"
+    return ConversionResult(output, "image", report, config, student.num_parameters(), round(seconds, 2), text)

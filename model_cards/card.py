@@ -1,40 +1,20 @@
-"""The model card of a trained (stage 1 + stage 2) student, built only from what a run measured.
+"""The model card of a trained (stage 1 + stage 2) student, built only from what was measured.
 
-A run stores its measurements in ``transmamba_results.json`` in the model folder; the card (``README.md``) is a
-pure function of that file, so ``transmamba card <folder>`` can regenerate it at any time and a test can check
-that every number in the card is a stored one. Schema (``format: transmamba-results/1``; accuracies are fractions
-in [0, 1]; a key that was not measured is left out or null, and then it is left out of the card too):
-
-.. code-block:: text
-
-    format        "transmamba-results/1"
-    model_name    str                      title of the card and model-index name
-    license       str | null               the student's license (inherited from the teacher / data)
-    teacher       {source, base_model (Hub id | null), class, trained_here (bool), steps}
-    student       {spec, family, class, parameters, hidden_size, num_hidden_layers, num_directions,
-                   image_size, patch_size}
-    dataset       {name, hub_id (str | null), source, train_split, eval_split, train_size, eval_size, num_labels}
-    budget        {steps, epochs, batch_size, learning_rate, image_size, seeds, distillation, alpha}
-    accuracy      {teacher, scratch, transmamba}
-    teacher_gate  optional {teacher_top1, scratch_top1, margin_points, required_margin_points, passed, message}
-    timings       {stage name: seconds}
-    date          ISO-8601 UTC time the results were written
-    machine       str (e.g. "2 CPU cores, torch 2.13.0+cpu")
-    repo_id       str | null               Hub repo the folder is pushed to (used in the loading snippet)
+The card (``README.md``) is a pure function of the folder's `RunResults` (``transmamba_results.json``), so
+``transmamba card <folder>`` can regenerate it at any time and a test can check that every number in the card is a
+stored one. It states what the numbers say, including a student below scratch or a teacher below the students,
+and the teacher-quality gate's verdict (``teacher_gate``) when the run measured it.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..modeling_transmamba.selective_scan import NUMBA_HINT, NUMBA_SPEEDUP
+from .results import RESULTS_FORMAT, RESULTS_NAME, ROLES, RunResults  # noqa: F401 - re-exported
 
-RESULTS_NAME = "transmamba_results.json"
-RESULTS_FORMAT = "transmamba-results/1"
-ROLES = ("teacher", "scratch", "transmamba")
 RECIPES = {"wsab": "WSAB", "wsab+logits": "WSAB + logits KD", "logits": "logits KD", "feature": "feature KD",
            "none": "task loss only"}  # fmt: skip
 PAPER = "https://arxiv.org/abs/2502.15130"
@@ -55,63 +35,13 @@ CITATION = """```bibtex
 ```"""
 
 
-def _check(results: dict, where: str) -> dict:
-    """The keys the card cannot do without, and accuracies that are fractions; one ValueError naming the fix."""
-    if results.get("format") != RESULTS_FORMAT:
-        raise ValueError(f"{where}: 'format' is {results.get('format')!r}, expected {RESULTS_FORMAT!r}.")
-    missing = [
-        key for key in ("model_name", "teacher", "student", "dataset", "budget", "accuracy") if key not in results
-    ]
-    missing += ["teacher.source"] * ("source" not in results.get("teacher", {}))
-    missing += ["dataset.name"] * ("name" not in results.get("dataset", {}))
-    if missing:
-        raise ValueError(f"{where} lacks {', '.join(missing)}; see the schema in transmamba/model_cards/card.py.")
-    for role, value in results["accuracy"].items():
-        if role not in ROLES:
-            raise ValueError(f"{where}: unknown accuracy {role!r}; use {', '.join(ROLES)}.")
-        if value is not None and not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
-            raise ValueError(f"{where}: accuracy.{role} = {value!r} is not a fraction in [0, 1].")
-    return results
-
-
-def write_results(folder: str | Path, results: dict) -> Path:
-    """Store a run's measurements next to its model (checked first, so a bad file is never written)."""
-    path = Path(folder) / RESULTS_NAME
-    _check(results, str(path))
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    return path
-
-
-def load_results(folder: str | Path) -> dict:
-    """The stored measurements of ``folder``; a folder without them is one clear error."""
-    path = Path(folder) / RESULTS_NAME
-    if not Path(folder).is_dir():
-        raise ValueError(f"{folder} is not a folder; pass the model folder written by `transmamba run`.")
-    if not path.is_file():
-        raise ValueError(
-            f"{folder} has no {RESULTS_NAME}: a card only states measured results. Run `transmamba run` to train and "
-            f"evaluate a student (it writes {RESULTS_NAME}), or write the file by the schema in "
-            "transmamba/model_cards/card.py."
-        )
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); rerun `transmamba run` to rewrite it.") from None
-    return _check(results, str(path))
-
-
-def measured(results: dict) -> dict[str, float]:
-    """The accuracies that were measured (None and absent ones dropped)."""
-    return {role: value for role in ROLES if (value := results["accuracy"].get(role)) is not None}
-
-
 def _percent(value: float) -> str:
     return f"{100 * value:.2f} %"
 
 
-def _metadata(results: dict) -> ModelCardData:
-    teacher, dataset, student = results["teacher"], results["dataset"], results["student"]
-    accuracy = measured(results)
+def _metadata(results: RunResults) -> ModelCardData:
+    teacher, dataset, student = results.teacher, results.dataset, results.student
+    accuracy = results.measured()
     eval_results = None
     if "transmamba" in accuracy:
         eval_results = [
@@ -130,13 +60,13 @@ def _metadata(results: dict) -> ModelCardData:
     tags = ["transmamba", "mamba", "vision", "image-classification", "distillation", "subcloning", "wsab"]
     tags += [family.lower()] * bool(family)
     return ModelCardData(
-        model_name=results["model_name"],
+        model_name=results.model_name,
         base_model=teacher.get("base_model"),
         datasets=[dataset["hub_id"]] if dataset.get("hub_id") else None,
         metrics=["accuracy"],
         library_name="transformers",
         pipeline_tag="image-classification",
-        license=results.get("license"),
+        license=results.license,
         tags=tags,
         eval_results=eval_results,
     )
@@ -149,29 +79,60 @@ def _teacher_name(teacher: dict) -> str:
     return f"`{teacher.get('base_model') or teacher['source']}`"
 
 
-def _results_table(results: dict) -> str:
-    accuracy, teacher, budget = measured(results), results["teacher"], results["budget"]
+def _results_table(results: RunResults) -> str:
+    accuracy, teacher, budget = results.measured(), results.teacher, results.budget
     steps = f", {budget['steps']} steps" if budget.get("steps") else ""
     named = _teacher_name(teacher)
     kind = f" ({teacher['class']})" if teacher.get("class") and teacher["class"] not in named else ""
     rows = {
         "teacher": f"Teacher: {named}{kind}",
         "scratch": f"Student from scratch (same config, standard init, no distillation{steps})",
-        "transmamba": f"**This model**: subcloned + {RECIPES.get(budget.get('distillation'), 'WSAB')}{steps}",
+        "transmamba": f"This model: subcloned + {_distillation(budget)}{steps}",
     }
     lines = ["| Model | Top-1 |", "|---|---|"]
     lines += [f"| {rows[role]} | {_percent(value)} |" for role, value in accuracy.items()]
-    return "\n".join(lines) + _gate_line(results)
+    return "\n".join(lines) + _verdict(accuracy) + _gate_line(results)
 
 
-def _gate_line(results: dict) -> str:
+def _distillation(budget: dict) -> str:
+    name = budget.get("distillation") or "wsab"
+    return RECIPES.get(name, name)
+
+
+def _gate_line(results: RunResults) -> str:
     """The teacher-quality gate's verdict, in numbers, under the results table (loud when it failed)."""
-    gate = results.get("teacher_gate")
+    gate = results.teacher_gate
     if not gate:
         return ""
     if gate["passed"]:
         return f"\n\nTeacher-quality gate: passed ({gate['message'].split(': ', 1)[-1]})"
     return f"\n\n**Warning: {gate['message']}**"
+
+
+def _points(a: float, b: float) -> str:
+    return f"{100 * abs(a - b):.2f} points"
+
+
+def _verdict(accuracy: dict[str, float]) -> str:
+    """What the numbers say, in words, whichever way they point."""
+    mine, scratch, teacher = accuracy.get("transmamba"), accuracy.get("scratch"), accuracy.get("teacher")
+    said = []
+    if mine is not None and scratch is not None:
+        if mine > scratch:
+            said.append(f"This model is {_points(mine, scratch)} above the student trained from scratch.")
+        elif mine < scratch:
+            said.append(f"This model is {_points(mine, scratch)} **below** the student trained from scratch: at this "
+                        "budget, subcloning and distillation did not help.")  # fmt: skip
+        else:
+            said.append("This model and the student trained from scratch score the same.")
+    if teacher is not None and mine is not None:
+        students = [v for v in (mine, scratch) if v is not None]
+        if teacher < min(students):
+            said.append(f"The teacher scores below the student{'s' if len(students) > 1 else ''} "
+                        f"({_points(teacher, mine)} below this model).")  # fmt: skip
+        elif teacher > mine:
+            said.append(f"The teacher is {_points(teacher, mine)} above this model.")
+    return "\n\n" + " ".join(said) if said else ""
 
 
 def _teacher_origin(teacher: dict) -> str:
@@ -181,10 +142,10 @@ def _teacher_origin(teacher: dict) -> str:
     return f"a ViT trained by this run{steps} on the same training data from random initialisation, then frozen"
 
 
-def _facts_table(results: dict) -> str:
+def _facts_table(results: RunResults) -> str:
     """Data and budget, one row per fact that the run recorded."""
-    dataset, budget, teacher = results["dataset"], results["budget"], results["teacher"]
-    student, timings = results["student"], results.get("timings") or {}
+    dataset, budget, teacher = results.dataset, results.budget, results.teacher
+    student, timings = results.student, results.timings or {}
     seeds = budget.get("seeds")
     epochs = f" ({budget['epochs']:g} epochs)" if budget.get("epochs") else ""
     facts = [
@@ -207,14 +168,14 @@ def _facts_table(results: dict) -> str:
         ("Seeds", seeds and ", ".join(str(s) for s in seeds)),
         ("Teacher", _teacher_origin(teacher)),
         ("Wall time", timings and ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())),
-        ("Machine", results.get("machine")),
-        ("Date", results.get("date")),
+        ("Machine", results.machine),
+        ("Date", results.date),
     ]  # fmt: skip
     return "\n".join(["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in facts if v])
 
 
-def _limitations(results: dict) -> str:
-    budget, teacher, dataset = results["budget"], results["teacher"], results["dataset"]
+def _limitations(results: RunResults) -> str:
+    budget, teacher, dataset = results.budget, results.teacher, results.dataset
     items = [
         f"Trained and evaluated on {dataset['name']} only "
         f"({dataset.get('num_labels', 'its')} classes"
@@ -225,9 +186,18 @@ def _limitations(results: dict) -> str:
     ]
     if len(budget.get("seeds") or []) <= 1:
         items.append("One seed: differences of about a point between the rows above can be noise.")
-    if results.get("teacher_gate") and not results["teacher_gate"]["passed"]:
-        items.append(f"The teacher was not clearly better than a student alone: {results['teacher_gate']['message']}")
-    if teacher.get("trained_here"):
+    if results.teacher_gate and not results.teacher_gate["passed"]:
+        items.append(f"The teacher was not clearly better than a student alone: {results.teacher_gate['message']}")
+    accuracy = results.measured()
+    weak_teacher = "teacher" in accuracy and accuracy["teacher"] < min(
+        [v for k, v in accuracy.items() if k != "teacher"] or [0.0]
+    )
+    if weak_teacher:
+        items.append(
+            "The teacher scores below the students on this data, so distillation pulls the student towards a weaker "
+            "model; a stronger teacher (or a longer teacher fine-tune) is the first thing to try."
+        )
+    elif teacher.get("trained_here"):
         items.append(
             "The teacher is a small ViT that this run trained on the same data, not a large pretrained model; the "
             "student can only inherit what that teacher learned."
@@ -239,16 +209,16 @@ def _limitations(results: dict) -> str:
     return "\n".join(f"- {item}" for item in items)
 
 
-def _body(results: dict) -> str:
-    teacher, student, dataset = results["teacher"], results["student"], results["dataset"]
+def _body(results: RunResults) -> str:
+    teacher, student, dataset = results.teacher, results.student, results.dataset
     name = _teacher_name(teacher)
     family = student.get("family", "Mamba")
-    repo = results.get("repo_id") or "path/to/this/folder"
+    repo = results.repo_id or "path/to/this/folder"
     eval_split = dataset.get("eval_split", "evaluation")
     evaluated = f"`{eval_split}` split" + (f" ({dataset['eval_size']:,} images)" if dataset.get("eval_size") else "")
-    recipe = RECIPES.get(results["budget"].get("distillation"), "WSAB")
+    recipe = RECIPES.get(results.budget.get("distillation"), "WSAB")
     return f"""
-# {results["model_name"]}
+# {results.model_name}
 
 A **TransMamba** vision student ({family}) made from a Transformer teacher ({name}) with both stages of
 [TransMamba]({PAPER}) (Chen et al., 2025): weight subcloning, then adaptive bidirectional distillation (WSAB).
@@ -300,15 +270,14 @@ classifier = pipeline("image-classification", model="{repo}", trust_remote_code=
 """
 
 
-def build_card(results: dict) -> ModelCard:
+def build_card(results: RunResults) -> ModelCard:
     """Metadata (with a model-index holding this student's measured top-1) and body, from stored results."""
-    _check(results, RESULTS_NAME)
     return ModelCard(f"---\n{_metadata(results).to_yaml()}\n---\n{_body(results)}")
 
 
 def write_card(folder: str | Path) -> Path:
     """(Re)generate ``folder/README.md`` from ``folder/transmamba_results.json``."""
-    card = build_card(load_results(folder))
+    card = build_card(RunResults.load(folder))
     path = Path(folder) / "README.md"
     card.save(path)
     return path

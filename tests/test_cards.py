@@ -7,7 +7,8 @@ import json
 
 import pytest
 from huggingface_hub import ModelCard
-from transmamba.model_cards.card import RESULTS_FORMAT, RESULTS_NAME, build_card, load_results, write_results
+from transmamba.model_cards.card import RESULTS_FORMAT, RESULTS_NAME
+from transmamba.model_cards.results import RunResults
 from transmamba.modeling_transmamba.selective_scan import NUMBA_HINT, NUMBA_SPEEDUP
 
 from transmamba.cli import main as cli_main
@@ -33,7 +34,7 @@ RESULTS = {
 
 
 def written(tmp_path, results: dict) -> ModelCard:
-    write_results(tmp_path, results)
+    RunResults.from_dict(results).save(tmp_path)
     assert cli_main(["card", str(tmp_path)]) == 0
     return ModelCard.load(tmp_path / "README.md")
 
@@ -48,8 +49,8 @@ def test_card_metadata_and_model_index_equal_the_stored_results(tmp_path):
     assert {"transmamba", "wsab", "plainmamba"} <= set(data.tags)
     assert data.model_name == "trans-pmamba-fashion"
     (result,) = data.eval_results
-    stored = load_results(tmp_path)
-    assert result.metric_value == stored["accuracy"]["transmamba"]
+    stored = RunResults.load(tmp_path)
+    assert result.metric_value == stored.accuracy["transmamba"]
     assert (result.metric_type, result.dataset_split, result.dataset_type) == (
         "accuracy",
         "test",
@@ -70,7 +71,7 @@ def test_unmeasured_numbers_are_left_out_not_invented(tmp_path):
     results["teacher"] = {"source": "facebook/deit-tiny-patch16-224", "base_model": "facebook/deit-tiny-patch16-224"}
     body = written(tmp_path, results).text
     table = [line for line in body.splitlines() if line.endswith(" % |")]
-    assert table == ["| **This model**: subcloned + WSAB, 250 steps | 80.23 % |"]
+    assert table == ["| This model: subcloned + WSAB, 250 steps | 80.23 % |"]
     assert "Student from scratch" not in body
     assert ModelCard.load(tmp_path / "README.md").data.base_model == "facebook/deit-tiny-patch16-224"
 
@@ -109,7 +110,48 @@ def test_bad_results_are_refused(tmp_path, change, message):
     results = copy.deepcopy(RESULTS)
     change(results)
     with pytest.raises(ValueError, match=message):
-        build_card(results)
-    with pytest.raises(ValueError, match=message):
-        write_results(tmp_path, results)
+        RunResults.from_dict(results).save(tmp_path)
     assert not (tmp_path / RESULTS_NAME).exists()
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "said", "not_said"),
+    [
+        ({"teacher": 0.85, "scratch": 0.74, "transmamba": 0.80}, "6.00 points above the student trained from scratch",
+         "below"),
+        ({"teacher": 0.85, "scratch": 0.80, "transmamba": 0.74}, "6.00 points **below** the student trained from",
+         "6.00 points above"),
+        ({"teacher": 0.60, "scratch": 0.70, "transmamba": 0.74}, "The teacher scores below the students",
+         "the student can only inherit what that teacher learned"),
+    ],
+)  # fmt: skip
+def test_card_says_what_the_numbers_say(tmp_path, accuracy, said, not_said):
+    results = copy.deepcopy(RESULTS)
+    results["accuracy"] = accuracy
+    body = written(tmp_path, results).text
+    assert said in body and not_said not in body
+    assert "**This model**" not in body
+
+
+def test_cards_never_publish_local_paths(tmp_path):
+    """A local teacher copy: the card's base_model is the Hub id its config recorded, and no local path appears."""
+    from transformers import ViTConfig, ViTForImageClassification
+    from transmamba.conversion.cli import main as convert_main
+
+    from transmamba.data import dataset_names
+
+    teacher = tmp_path / "copies" / "deit-tiny"
+    ViTForImageClassification(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                                         patch_size=8, intermediate_size=64)).save_pretrained(teacher)  # fmt: skip
+    config = json.loads((teacher / "config.json").read_text())
+    (teacher / "config.json").write_text(json.dumps({**config, "_name_or_path": "facebook/deit-tiny-patch16-224"}))
+    out = tmp_path / "out"
+    spec = "pmamba-t,hidden_size=32,num_hidden_layers=2,mlp_ratio=2,state_size=4,scan_backend=sequential"
+    assert convert_main(["--teacher", str(teacher), "--student", spec, "--output", str(out)]) == 0
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model == "facebook/deit-tiny-patch16-224"
+    for name in ("README.md", "subcloning_report.json"):
+        assert str(tmp_path) not in (out / name).read_text(), name
+    (tmp_path / "my-photos").mkdir()
+    assert dataset_names(str(tmp_path / "my-photos"), None) == ("my-photos", None, "local folder my-photos")
+    assert dataset_names(str(tmp_path / "my-photos"), "pets")[0] == "pets"

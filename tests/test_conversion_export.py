@@ -20,9 +20,11 @@ from huggingface_hub import ModelCard, constants
 from safetensors.torch import load_file
 from transformers import ViTConfig, ViTForImageClassification
 from transmamba.conversion.cli import main
-from transmamba.conversion.export import PARTIAL_MARK, REPORT_NAME
+from transmamba.conversion.export import REPORT_NAME
 from transmamba.conversion.hub import planned_upload, push_folder
 from transmamba.modeling_transmamba import TransMambaForImageClassification
+
+from transmamba.folders import PARTIAL as PARTIAL_MARK
 
 SSM = "state_size=4,time_step_rank=2"
 STUDENT = f"vim-t,hidden_size=16,num_hidden_layers=2,{SSM}"

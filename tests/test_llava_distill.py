@@ -26,8 +26,8 @@ from transformers import (
 from transmamba.conversion.llava import subclone_llava
 from transmamba.trainers.args import DistillationArguments, VlmDistillationArguments
 from transmamba.trainers.llava_distill import AnswerDistillation, answer_kd_loss, answer_positions, matched_layers
-from transmamba.trainers.train import run as run_image
-from transmamba.trainers.train_vlm import run
+from transmamba.trainers.train import train as train_image
+from transmamba.trainers.train_vlm import train_vlm
 
 from transmamba import cli
 from transmamba.image_text import (
@@ -234,7 +234,7 @@ def test_matched_layers_and_calibration():
 def test_short_distillation_lowers_the_loss_and_exports_the_student(pair, data, tmp_path):
     teacher_dir, student_dir = pair
     args = VlmDistillationArguments(teacher=teacher_dir, student=student_dir, alpha=0.2)
-    trainer = run(args, training_args(tmp_path / "out", max_steps=16), data)
+    trainer = train_vlm(args, training_args(tmp_path / "out", max_steps=16), data).trainer
     rows = [row for row in trainer.state.log_history if "loss" in row]
     assert len(rows) == 16 and {"kd_loss", "feature_loss", "task_loss"} <= set(rows[0])
     first, last = (sum(r["loss"] for r in part) / 4 for part in (rows[:4], rows[-4:]))
@@ -260,11 +260,11 @@ def test_accumulating_2_batches_of_2_equals_one_batch_of_4(pair, data, tmp_path)
     subset = DatasetDict({"train": same, "test": same})
     args = VlmDistillationArguments(teacher=teacher_dir, student=student_dir)
     common = dict(max_steps=1, optim="sgd", learning_rate=0.5)
-    whole = run(args, training_args(tmp_path / "a", per_device_train_batch_size=4, **common), subset)
-    split = run(
+    whole = train_vlm(args, training_args(tmp_path / "a", per_device_train_batch_size=4, **common), subset).trainer
+    split = train_vlm(
         args, training_args(tmp_path / "b", per_device_train_batch_size=2, gradient_accumulation_steps=2, **common),
         subset,
-    )  # fmt: skip
+    ).trainer  # fmt: skip
     one, two = whole.model.student.state_dict(), split.model.student.state_dict()
     initial = type(whole.model.student).from_pretrained(student_dir).state_dict()
     moved = max((one[k] - initial[k]).abs().max().item() for k in initial)
@@ -277,14 +277,14 @@ def test_bad_input_fails_before_training(pair, data, tmp_path):
     training = training_args(tmp_path / "out", max_steps=1)
     no_conversations = DatasetDict({"train": Dataset.from_dict({"image": [None], "caption": ["x"]})})
     with pytest.raises(ValueError, match=r"missing column\(s\) conversations or messages"):
-        run(VlmDistillationArguments(teacher=teacher_dir, student=student_dir), training, no_conversations)
+        train_vlm(VlmDistillationArguments(teacher=teacher_dir, student=student_dir), training, no_conversations)
     renamed = data.rename_column("image", "picture")
     with pytest.raises(ValueError, match=r"missing column\(s\) image \("):
-        run(VlmDistillationArguments(teacher=teacher_dir, student=student_dir), training, renamed)
+        train_vlm(VlmDistillationArguments(teacher=teacher_dir, student=student_dir), training, renamed)
     with pytest.raises(ValueError, match="not a TransLlavaMamba"):
-        run(VlmDistillationArguments(teacher=teacher_dir, student=teacher_dir), training, data)
+        train_vlm(VlmDistillationArguments(teacher=teacher_dir, student=teacher_dir), training, data)
     with pytest.raises(ValueError, match="use `transmamba train-vlm`"):
-        run_image(DistillationArguments(teacher=teacher_dir, student=student_dir), training)
+        train_image(DistillationArguments(teacher=teacher_dir, student=student_dir), training)
     with pytest.raises(ValueError, match="Cannot load image-text dataset"):
         load_image_text_dataset(str(tmp_path / "nowhere"))
     assert not (tmp_path / "out").exists()

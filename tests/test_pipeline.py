@@ -70,6 +70,7 @@ def test_killed_run_resumes_and_leaves_a_loadable_folder_with_a_true_card(tmp_pa
             time.sleep(0.02)
         first.send_signal(signal.SIGKILL)
         assert first.wait() == -signal.SIGKILL, (tmp_path / "first.log").read_text()[-3000:]
+    assert "using 256 training / 96 test images of 1437 / 360" in (tmp_path / "first.log").read_text()
     assert all((work / stage / "stage.json").is_file() for stage in RESUMED)
     assert not (work / "transmamba" / "stage.json").exists()  # killed mid-training: not marked done
     assert not (work / "model").exists()

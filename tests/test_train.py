@@ -8,7 +8,7 @@ from test_train_support import digits, save_student, save_teacher
 from transformers import TrainingArguments
 from transmamba.modeling_transmamba import TransMambaForImageClassification
 from transmamba.trainers.args import DistillationArguments
-from transmamba.trainers.train import run
+from transmamba.trainers.train import train
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def distill(teacher, student, data, folder, distillation="wsab", options=None, *
     args = DistillationArguments(
         teacher=teacher, student=student, distillation=distillation, max_eval_samples=32, **(options or {})
     )
-    return run(args, training_args(folder, **training), data)
+    return train(args, training_args(folder, **training), data).trainer
 
 
 def losses(trainer, key="loss") -> dict[int, float]:
@@ -100,8 +100,14 @@ def test_twenty_steps_on_digits_lower_the_loss(tmp_path, teacher, data):
     assert sorted(total) == [4, 8, 12, 16, 20]
     assert total[20] < total[4] - 0.2
     assert task[20] < task[4]
-    row = next(r for r in trainer.state.log_history if "loss" in r)
-    assert {"distill_loss/forward", "distill_loss/backward", "layer_weight/forward/1"} <= set(row)
+    rows = [r for r in trainer.state.log_history if "loss" in r]
+    compact = {"layer_weight_max/forward", "layer_weight_argmax/backward", "layer_weight_entropy/forward"}
+    assert {"distill_loss/forward", "distill_loss/backward"} | compact <= set(rows[0])
+    assert not any(k.startswith("layer_weight/") for k in rows[0])  # the full weights only now and then
+    last = rows[-1]  # ... and in the last log, where the summary can be checked against them
+    full = [last[f"layer_weight/forward/{i}"] for i in range(2)]
+    assert last["layer_weight_max/forward"] == pytest.approx(max(full), abs=1e-4)
+    assert last["layer_weight_argmax/forward"] == full.index(max(full))
     assert any("eval_accuracy" in r for r in trainer.state.log_history)
     saved = TransMambaForImageClassification.from_pretrained(tmp_path / "out")
     assert not any("calibration" in k for k in saved.state_dict())

@@ -15,7 +15,7 @@ from exported_code import last_json, run_isolated
 from test_train_support import digits, save_student, save_teacher
 from transformers import TrainingArguments
 from transmamba.trainers.args import DistillationArguments
-from transmamba.trainers.train import run
+from transmamba.trainers.train import train
 
 from transmamba import cli
 
@@ -89,7 +89,7 @@ def test_bad_input_fails_before_training(tmp_path, pair, case, message):
     args = DistillationArguments(teacher=teacher, student=student, distillation=distillation)
     training = TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", max_steps=1)
     with pytest.raises(ValueError, match=message):
-        run(args, training, data)
+        train(args, training, data)
     assert not (tmp_path / "out").exists()  # nothing trained, nothing written
 
 

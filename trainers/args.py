@@ -1,12 +1,31 @@
-"""`transmamba train`'s own options, parsed with `HfArgumentParser` next to `TrainingArguments`."""
+"""`transmamba train`'s and `train-vlm`'s own options, parsed with `HfArgumentParser` next to `TrainingArguments`,
+and what a training returns. Light on purpose (no torch): `__post_init__` rejects wrong values before any work."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from .baselines import FEATURE_METRICS
-from .wrapper import DISTILLATIONS
-from .wsab import WEIGHTINGS
+DISTILLATIONS = ("wsab", "wsab+logits", "feature", "logits", "none")
+WEIGHTINGS = ("misaligned", "aligned", "uniform")
+FEATURE_METRICS = ("cosine", "mse")
+
+
+def _check_common(args) -> None:
+    """Checks both argument classes share: names given, a loss weight in [0, 1], positive sample limits."""
+    for name in ("teacher", "student"):
+        if not str(getattr(args, name)).strip():
+            raise ValueError(f"--{name} is empty; pass a {name} (see --help).")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}.")
+    if not args.temperature > 0:
+        raise ValueError(f"--temperature must be positive, got {args.temperature}.")
+    if args.feature_metric not in FEATURE_METRICS:
+        raise ValueError(f"--feature_metric {args.feature_metric!r}: choose one of {', '.join(FEATURE_METRICS)}.")
+    low = [f"--{n}" for n in ("max_train_samples", "max_eval_samples") if (getattr(args, n) or 1) < 1]
+    if low:
+        raise ValueError(f"{', '.join(low)} must be at least 1.")
 
 
 @dataclass
@@ -61,6 +80,36 @@ class DistillationArguments:
         default=None,
         metadata={"help": "Split to evaluate on (default: 'validation' or 'test'; none -> 10%% of the train split)."},
     )
+    base_model: str | None = field(
+        default=None,
+        metadata={"help": "Hub id the card records as base_model (default: the teacher's Hub id or _name_or_path)."},
+    )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Name the card gives a local --dataset folder (default: the folder's name)."}
+    )
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.distillation not in DISTILLATIONS:
+            raise ValueError(f"--distillation {self.distillation!r}: choose one of {', '.join(DISTILLATIONS)}.")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"--weighting {self.weighting!r}: choose one of {', '.join(WEIGHTINGS)}.")
+        if not self.tau > 0:
+            raise ValueError(f"--tau must be positive, got {self.tau}.")
+        if self.cls_weight is not None and self.cls_weight < 0:
+            raise ValueError(f"--cls_weight must be >= 0, got {self.cls_weight}.")
+        if self.lora_r < 1 or not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError("--lora_r must be at least 1 and --lora_dropout in [0, 1).")
+
+
+@dataclass
+class TrainResult:
+    """What a training wrote: the student folder, its final evaluation, where it resumed from, and the trainer."""
+
+    output_dir: Path
+    metrics: dict[str, float]
+    resumed_from: str | None
+    trainer: Any  # the DistillationTrainer, for callers that inspect its state
 
 
 @dataclass
@@ -106,3 +155,8 @@ class VlmDistillationArguments:
         default=None,
         metadata={"help": "Split to evaluate on (default: 'validation' or 'test'; none -> 10%% of the train split)."},
     )
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.feature_weight < 0:
+            raise ValueError(f"--feature_weight must be >= 0, got {self.feature_weight}.")

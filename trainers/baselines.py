@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from .args import FEATURE_METRICS
 from .features import Calibration, DistillLoss, StudentFeatures, TeacherFeatures, align_teacher_tokens
-
-FEATURE_METRICS = ("cosine", "mse")
 
 
 class FeatureDistillation(nn.Module):

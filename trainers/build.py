@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
-from transformers import IntervalStrategy, PreTrainedModel, TrainingArguments
+from transformers import PreTrainedModel, TrainingArguments
 
 from .trainer import DistillationTrainer
 from .wrapper import DistillationModel, build_distiller
@@ -41,10 +41,12 @@ def build_trainer(
     )
 
 
-def train_and_export(trainer: DistillationTrainer) -> DistillationTrainer:
-    """Train (resuming when asked), write the clean student to ``output_dir``, evaluate once if no eval ran."""
-    trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
+def train_and_export(trainer: DistillationTrainer, resume_from_checkpoint: str | None = None) -> dict[str, float]:
+    """Train (from ``resume_from_checkpoint`` when given), write the clean student to ``output_dir`` first, then
+    the final metrics: the last evaluation when it ran at the final step, else one evaluation now."""
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_model()
-    if trainer.args.eval_strategy == IntervalStrategy.NO:
-        trainer.evaluate()
-    return trainer
+    final = [e for e in trainer.state.log_history if "eval_loss" in e and e.get("step") == trainer.state.global_step]
+    if final:
+        return {k: v for k, v in final[-1].items() if k.startswith("eval_")}
+    return trainer.evaluate()

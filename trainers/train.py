@@ -2,52 +2,39 @@
 
 Runs as ``transmamba train ...`` and as ``accelerate launch -m transmamba.trainers.train ...`` (DDP, FSDP or
 DeepSpeed come from the accelerate config; there is no distributed code here). ``--help`` lists our options
-first, then every ``TrainingArguments`` option.
+first, then every ``TrainingArguments`` option. The library call is ``train(DistillationArguments,
+TrainingArguments) -> TrainResult``: inputs are checked (every split's labels included) before any weight loads, a
+killed run resumes from its newest complete checkpoint, and the student is saved before the final evaluation.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
-import torch
-from datasets import DatasetDict, load_from_disk
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModel,
-    AutoModelForImageClassification,
-    HfArgumentParser,
-    PreTrainedModel,
-    TrainingArguments,
-    set_seed,
-)
-from transmamba.modeling_transmamba import (
-    TransMambaConfig,
-    TransVideoMambaConfig,
-    TransVMambaConfig,
-)
+from transmamba.cli_support import command_main, parser_for
 
-from .args import DistillationArguments
-from .build import build_trainer, train_and_export
-from .inputs import accuracy, image_transform, num_classes, pick_splits, resolve_columns
+from .args import DistillationArguments, TrainResult
 
 logger = logging.getLogger("transmamba.train")
 LORA_TARGETS = ["in_proj", "out_proj", "fc1", "fc2"]
 
 
-def build_parser() -> HfArgumentParser:
-    parser = HfArgumentParser(
-        (DistillationArguments, TrainingArguments), prog="transmamba train", description=__doc__.splitlines()[0]
-    )
+def build_parser():
+    from transformers import TrainingArguments
+
     # Defaults for this command: accuracy every epoch, the student folder as output, no trackers unless asked.
-    parser.set_defaults(output_dir="transmamba-student", eval_strategy="epoch", report_to="none")
-    return parser
+    return parser_for((DistillationArguments, TrainingArguments), "transmamba train", __doc__.splitlines()[0],
+                      output_dir="transmamba-student", eval_strategy="epoch", report_to="none")  # fmt: skip
 
 
-def load_student_config(name: str) -> TransMambaConfig:
-    config = AutoConfig.from_pretrained(name)
+def load_student_config(name: str):
+    """The student's config, vetted (values, weights complete and matching) before anything loads."""
+    from transmamba.modeling_transmamba import TransMambaConfig, TransVMambaConfig
+
+    from transmamba.model_checks import check_student_weights, load_config
+
+    config = load_config(name, "--student")
     if config.model_type == "transllava_mamba":
         raise ValueError(f"--student {name!r} is a TransLlavaMamba (vision-language): use `transmamba train-vlm`.")
     if not isinstance(config, (TransMambaConfig, TransVMambaConfig)):
@@ -55,29 +42,33 @@ def load_student_config(name: str) -> TransMambaConfig:
             f"--student {name!r} is a {config.model_type!r} model, not a TransMamba model; convert the teacher "
             "first with `transmamba convert` and pass its output folder."
         )
+    check_student_weights(name, config)
     return config
 
 
-def load_teacher(name: str) -> PreTrainedModel:
+def load_teacher(name: str):
     """The teacher with its classification head when it has one (needed for logits distillation)."""
-    config = AutoConfig.from_pretrained(name)
+    from transformers import AutoModel, AutoModelForImageClassification
+
+    from transmamba.model_checks import check_weights, load_config
+
+    config = load_config(name, "--teacher")
+    check_weights(name, "--teacher")
     with_head = any(arch.endswith("ForImageClassification") for arch in config.architectures or [])
     return (AutoModelForImageClassification if with_head else AutoModel).from_pretrained(name)
 
 
-def load_data(spec: str) -> DatasetDict:
-    """A folder written by ``DatasetDict.save_to_disk``, else whatever ``transmamba.data`` accepts."""
-    if Path(spec, "dataset_dict.json").is_file():
-        return load_from_disk(spec)
-    from transmamba.data import load_image_dataset  # imported at run time: only this path needs it
+def load_data(spec: str):
+    """What ``transmamba.data`` accepts (offline sets, an imagefolder or save_to_disk folder, a Hub id), as stored."""
+    from transmamba.data import load_dataset_dict
 
-    return load_image_dataset(spec)
+    return load_dataset_dict(spec, "--dataset")
 
 
-def check_pair(
-    teacher: PreTrainedModel | None, student_config: TransMambaConfig, pixel_values: torch.Tensor, distillation: str
-) -> None:
+def check_pair(teacher, student_config, pixel_values, distillation: str) -> None:
     """Fail before training when teacher, student and images disagree (one processed image, one teacher forward)."""
+    import torch
+
     size = student_config.image_size
     if tuple(pixel_values.shape[-2:]) != (size, size):
         raise ValueError(
@@ -102,6 +93,8 @@ def check_pair(
             )
     if distillation == "logits":
         return
+    from transmamba.modeling_transmamba import TransVMambaConfig
+
     teacher_patch = getattr(teacher.config, "patch_size", None)
     if teacher_patch != student_config.patch_size and not isinstance(student_config, TransVMambaConfig):
         raise ValueError(
@@ -110,7 +103,7 @@ def check_pair(
         )
 
 
-def add_lora(student: PreTrainedModel, args: DistillationArguments) -> torch.nn.Module:
+def add_lora(student, args: DistillationArguments):
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
@@ -123,11 +116,47 @@ def add_lora(student: PreTrainedModel, args: DistillationArguments) -> torch.nn.
     return get_peft_model(student, config)
 
 
-def run(args: DistillationArguments, training_args: TrainingArguments, data: DatasetDict | None = None):
-    """Check inputs, build teacher/student/loss, train, evaluate, export the student to ``output_dir``.
+def _data(args: DistillationArguments, data, num_labels: int, seed: int):
+    """Train and eval splits with their columns, every split's labels checked and unlabelled rows dropped first."""
+    from transmamba.data import check_classes, clean_labels
 
-    ``data`` replaces ``args.dataset`` (for callers that already hold a DatasetDict). Returns the trainer.
+    from .inputs import num_classes, pick_splits, resolve_columns
+
+    data = data if data is not None else load_data(args.dataset)
+    first = data[args.train_split] if args.train_split in data else next(iter(data.values()))
+    image_col, label_col = resolve_columns(first, args.image_column, args.label_column)
+    classes = num_classes(first, label_col)
+    check_classes(classes, f"--dataset {args.dataset}")
+    if classes != num_labels:
+        raise ValueError(
+            f"The dataset has {classes} classes but the student has {num_labels} labels; convert "
+            f"the student with {classes} labels (or pick the matching --label-column)."
+        )
+    data = clean_labels(data, label_col, num_labels, f"--dataset {args.dataset}")
+    train_data, eval_data = pick_splits(data, args.train_split, args.eval_split, seed)
+    if args.max_train_samples is not None:
+        train_data = train_data.select(range(min(args.max_train_samples, len(train_data))))
+    if args.max_eval_samples is not None:
+        eval_data = eval_data.select(range(min(args.max_eval_samples, len(eval_data))))
+    return train_data, eval_data, image_col, label_col
+
+
+def train(args: DistillationArguments, training_args, data=None) -> TrainResult:
+    """Check inputs, build teacher/student/loss, train (resuming), save the student, evaluate, write its card.
+
+    ``data`` replaces ``args.dataset`` (for callers that already hold a DatasetDict).
     """
+    from transformers import AutoModelForImageClassification, set_seed
+    from transmamba.modeling_transmamba import TransVideoMambaConfig
+
+    from transmamba.model_checks import load_config
+
+    from .build import build_trainer, train_and_export
+    from .inputs import accuracy, image_transform
+    from .preflight import check_training_output, image_processor
+    from .train_results import save_results, train_results
+
+    resume = check_training_output(training_args)
     training_args.remove_unused_columns = False  # the transform needs the raw image column
     training_args.label_names = ["labels"]
     if training_args.ddp_find_unused_parameters is None:
@@ -146,24 +175,14 @@ def run(args: DistillationArguments, training_args: TrainingArguments, data: Dat
         from .train_video import run_video
 
         return run_video(args, training_args, student_config, data)
-    data = data if data is not None else load_data(args.dataset)
-    train_data, eval_data = pick_splits(data, args.train_split, args.eval_split, training_args.seed)
-    image_col, label_col = resolve_columns(train_data, args.image_column, args.label_column)
-    classes = num_classes(train_data, label_col)
-    if classes != student_config.num_labels:
-        raise ValueError(
-            f"The dataset has {classes} classes but the student has {student_config.num_labels} labels; convert "
-            f"the student with {classes} labels (or pick the matching --label-column)."
-        )
-    if args.max_train_samples is not None:
-        train_data = train_data.select(range(min(args.max_train_samples, len(train_data))))
-    if args.max_eval_samples is not None:
-        eval_data = eval_data.select(range(min(args.max_eval_samples, len(eval_data))))
-
-    teacher = load_teacher(args.teacher) if args.distillation != "none" else None
-    processor = AutoImageProcessor.from_pretrained(args.teacher)
+    teacher_config = load_config(args.teacher, "--teacher")
+    train_data, eval_data, image_col, label_col = _data(args, data, student_config.num_labels, training_args.seed)
+    sizes = {"train_split": args.train_split, "eval_split": args.eval_split or "held out", "train_size":
+             len(train_data), "eval_size": len(eval_data), "num_labels": student_config.num_labels}  # fmt: skip
+    processor = image_processor(args.teacher, args.student)
     transform = image_transform(processor, image_col, label_col, student_config.num_channels)
     train_data, eval_data = train_data.with_transform(transform), eval_data.with_transform(transform)
+    teacher = load_teacher(args.teacher) if args.distillation != "none" else None
     check_pair(teacher, student_config, train_data[0]["pixel_values"][None], args.distillation)
 
     student = AutoModelForImageClassification.from_pretrained(args.student)  # our registered classes
@@ -184,13 +203,24 @@ def run(args: DistillationArguments, training_args: TrainingArguments, data: Dat
         processing_class=processor,
         compute_metrics=accuracy,
     )
-    return train_and_export(trainer)
+    metrics = train_and_export(trainer, resume)
+    plain = student.get_base_model() if args.lora else student
+    if training_args.should_save:
+        save_results(training_args.output_dir, train_results(args, training_args, trainer, plain, teacher_config,
+                                                             sizes, metrics))  # fmt: skip
+        print(f"transmamba train: saved the student to {training_args.output_dir} "
+              f"(eval accuracy {metrics.get('eval_accuracy', float('nan')):.4f}; card: README.md)")  # fmt: skip
+    return TrainResult(training_args.output_dir, metrics, resume, trainer)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, training_args = build_parser().parse_args_into_dataclasses(args=argv)
+    """Exit 0 on success, 2 on bad input (found before training; nothing written)."""
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    run(args, training_args)
+    return command_main(build_parser, argv, "transmamba train", _command, DistillationArguments)
+
+
+def _command(args: DistillationArguments, training_args) -> int:
+    train(args, training_args)
     return 0
 
 

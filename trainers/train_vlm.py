@@ -3,7 +3,8 @@
 Loss: alpha * CE on the answer tokens + (1 - alpha) * (logits KD on the answer tokens + feature_weight *
 layer-wise feature loss), see `transmamba.trainers.llava_distill`. Runs as ``transmamba train-vlm ...`` and as
 ``accelerate launch -m transmamba.trainers.train_vlm ...``. ``--help`` lists our options first, then every
-``TrainingArguments`` option.
+``TrainingArguments`` option. The library call is ``train_vlm(VlmDistillationArguments, TrainingArguments) ->
+TrainResult``; a killed run resumes from its newest complete checkpoint.
 """
 
 from __future__ import annotations
@@ -11,48 +12,37 @@ from __future__ import annotations
 import logging
 import sys
 
-import torch
-from datasets import DatasetDict
-from transformers import (
-    AutoConfig,
-    AutoModelForImageTextToText,
-    AutoProcessor,
-    HfArgumentParser,
-    PretrainedConfig,
-    TrainingArguments,
-    set_seed,
-)
-from transmamba.modeling_transmamba import TransLlavaMambaConfig, TransLlavaMambaForConditionalGeneration
+from transmamba.cli_support import command_main, parser_for
 
-from transmamba.image_text import LlavaCollator, LlavaConversationEncoder, conversation_column, load_image_text_dataset
-
-from .args import VlmDistillationArguments
-from .build import train_and_export
-from .inputs import pick_splits
-from .llava_distill import LlavaDistillationModel
-from .trainer import DistillationTrainer
+from .args import TrainResult, VlmDistillationArguments
 from .vlm_lora import add_vlm_lora, check_lora_options
 
 logger = logging.getLogger("transmamba.train_vlm")
 
 
-def build_parser() -> HfArgumentParser:
-    parser = HfArgumentParser(
-        (VlmDistillationArguments, TrainingArguments), prog="transmamba train-vlm", description=__doc__.splitlines()[0]
-    )
-    parser.set_defaults(output_dir="transllava-mamba-student", eval_strategy="epoch", report_to="none")
-    return parser
+def build_parser():
+    from transformers import TrainingArguments
+
+    return parser_for((VlmDistillationArguments, TrainingArguments), "transmamba train-vlm",
+                      __doc__.splitlines()[0], output_dir="transllava-mamba-student", eval_strategy="epoch",
+                      report_to="none")  # fmt: skip
 
 
-def load_configs(args: VlmDistillationArguments) -> tuple[TransLlavaMambaConfig, PretrainedConfig]:
+def load_configs(args: VlmDistillationArguments):
     """Student and teacher configs, refused before any weight is loaded when they cannot be a pair."""
-    student = AutoConfig.from_pretrained(args.student)
+    from transmamba.modeling_transmamba import TransLlavaMambaConfig
+
+    from transmamba.model_checks import check_weights, load_config
+
+    student = load_config(args.student, "--student")
+    check_weights(args.student, "--student")
     if not isinstance(student, TransLlavaMambaConfig):
         raise ValueError(
             f"--student {args.student!r} is a {student.model_type!r} model, not a TransLlavaMamba; subclone the LLaVA "
             "teacher first (transmamba.conversion.llava.subclone_llava) and pass its output folder."
         )
-    teacher = AutoConfig.from_pretrained(args.teacher)
+    teacher = load_config(args.teacher, "--teacher")
+    check_weights(args.teacher, "--teacher")
     if getattr(teacher, "text_config", None) is None or getattr(teacher, "image_token_id", None) is None:
         raise ValueError(f"--teacher {args.teacher!r} ({teacher.model_type!r}) is not a LLaVA-shaped model.")
     if teacher.image_token_id != student.image_token_id:
@@ -70,11 +60,29 @@ def pad_token_id(tokenizer) -> int:
     return 0
 
 
-def run(args: VlmDistillationArguments, training_args: TrainingArguments, data: DatasetDict | None = None):
-    """Check inputs, build teacher/student/loss, train, evaluate (answer CE), export the student to ``output_dir``.
+def train_vlm(args: VlmDistillationArguments, training_args, data=None) -> TrainResult:
+    """Check inputs, build teacher/student/loss, train, export the student to ``output_dir``, evaluate (answer CE).
 
-    ``data`` replaces ``args.dataset`` (for callers that already hold a DatasetDict). Returns the trainer.
+    ``data`` replaces ``args.dataset`` (for callers that already hold a DatasetDict).
     """
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor, set_seed
+    from transmamba.modeling_transmamba import TransLlavaMambaForConditionalGeneration
+
+    from transmamba.image_text import (
+        LlavaCollator,
+        LlavaConversationEncoder,
+        conversation_column,
+        load_image_text_dataset,
+    )
+
+    from .build import train_and_export
+    from .inputs import pick_splits
+    from .llava_distill import LlavaDistillationModel
+    from .preflight import check_training_output
+    from .trainer import DistillationTrainer
+
+    resume = check_training_output(training_args)
     training_args.remove_unused_columns = False  # the transform needs the raw image and conversation columns
     training_args.label_names = ["labels"]
     training_args.prediction_loss_only = True  # evaluation reports the answer CE; no full-vocabulary logits kept
@@ -126,13 +134,19 @@ def run(args: VlmDistillationArguments, training_args: TrainingArguments, data: 
         processing_class=processor,
         teacher=teacher,
     )
-    return train_and_export(trainer)
+    metrics = train_and_export(trainer, resume)
+    print(f"transmamba train-vlm: saved the student to {training_args.output_dir}")
+    return TrainResult(training_args.output_dir, metrics, resume, trainer)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, training_args = build_parser().parse_args_into_dataclasses(args=argv)
+    """Exit 0 on success, 2 on bad input (found before training; nothing written)."""
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    run(args, training_args)
+    return command_main(build_parser, argv, "transmamba train-vlm", _command, VlmDistillationArguments)
+
+
+def _command(args: VlmDistillationArguments, training_args) -> int:
+    train_vlm(args, training_args)
     return 0
 
 

@@ -16,6 +16,7 @@ from .wrapper import DistillationModel, capture_last_hidden_state
 
 logger = logging.get_logger(__name__)
 
+FULL_WEIGHTS_EVERY = 10  # training logs between two logs that carry every WSAB layer weight
 README_PLACEHOLDER = """---
 library_name: transformers
 pipeline_tag: {pipeline_tag}
@@ -35,6 +36,7 @@ model, data and measured results.
 class DistillationTrainer(Trainer):
     """Trains a :class:`DistillationModel` (student + calibration MLPs) against ``teacher``.
 
+    ``teacher`` may be None when every training batch carries the teacher's cached outputs.
     The teacher is frozen (eval mode, no grad), moved to the training device and kept on the Trainer, so it is
     never part of the optimizer or a checkpoint. Checkpoints hold the whole wrapper (student and calibration
     MLPs), so ``resume_from_checkpoint`` continues exactly; :meth:`save_model` (and :meth:`export_student`)
@@ -49,8 +51,6 @@ class DistillationTrainer(Trainer):
         super().__init__(*args, **kwargs)
         if not isinstance(self.model, DistillationModel):
             raise ValueError("DistillationTrainer trains a DistillationModel (student + distiller); wrap the student.")
-        if self.model.needs_teacher and teacher is None:
-            raise ValueError("This distillation needs a teacher: pass teacher=... to DistillationTrainer.")
         self.teacher = teacher
         if teacher is not None:
             teacher.eval().requires_grad_(False)
@@ -72,8 +72,16 @@ class DistillationTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        # Batches may carry precomputed teacher outputs (a frozen teacher on a deterministic input pipeline).
-        if model.training and self.teacher is not None and not any(k.startswith("teacher_") for k in inputs):
+        # Batches may carry precomputed teacher outputs (a frozen teacher on a deterministic input pipeline); then
+        # the teacher is never needed, and may be None.
+        cached = any(k.startswith("teacher_") for k in inputs)
+        needs = self.accelerator.unwrap_model(model).needs_teacher
+        if model.training and not cached and self.teacher is None and needs:
+            raise ValueError(
+                "This distillation needs the teacher's outputs: pass teacher=... to DistillationTrainer, or batches "
+                "that carry cached teacher_tokens / teacher_logits."
+            )
+        if model.training and self.teacher is not None and not cached:
             # A wrapper that knows its teacher's inputs (e.g. the VLM one) fetches the outputs it needs itself.
             hook = getattr(self.accelerator.unwrap_model(model), "teacher_outputs", None)
             extra = hook(self.teacher, inputs) if hook is not None else self.teacher_outputs(inputs["pixel_values"])
@@ -97,7 +105,26 @@ class DistillationTrainer(Trainer):
                 means = self.accelerator.reduce(means, reduction="mean")
             logs.update({k: round(v, 6) for k, v in zip(keys, means.tolist(), strict=True)})
             self._log_sums, self._log_steps = {}, 0
+            self._compact_layer_weights(logs)
         super().log(logs, start_time)
+
+    def _compact_layer_weights(self, logs: dict[str, float]) -> None:
+        """WSAB's per-layer weights (layers x directions keys) become, per direction, the largest weight, its layer
+        and the weights' entropy; the full weights stay in every ``FULL_WEIGHTS_EVERY``-th log and the last one."""
+        weights: dict[str, dict[int, float]] = {}
+        for key in [k for k in logs if k.startswith("layer_weight/")]:
+            _, direction, layer = key.split("/")
+            weights.setdefault(direction, {})[int(layer)] = logs[key]
+        step, every = self.state.global_step, FULL_WEIGHTS_EVERY * max(1, int(self.args.logging_steps or 1))
+        keep_full = step % every == 0 or step == self.state.max_steps
+        for direction, by_layer in weights.items():
+            values = torch.tensor([by_layer[i] for i in sorted(by_layer)])
+            logs[f"layer_weight_max/{direction}"] = round(values.max().item(), 4)
+            logs[f"layer_weight_argmax/{direction}"] = int(values.argmax())
+            logs[f"layer_weight_entropy/{direction}"] = round(-(values * values.clamp_min(1e-12).log()).sum().item(), 4)
+            if not keep_full:
+                for layer in by_layer:
+                    del logs[f"layer_weight/{direction}/{layer}"]
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Checkpoints keep the wrapper; the final model (``save_model()``, ``push_to_hub``) is the clean student.

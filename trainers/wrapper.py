@@ -15,13 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
 
+from .args import DISTILLATIONS
 from .baselines import FeatureDistillation, LogitsDistillation, NoDistillation
 from .combined import WSABLogitsDistillation
 from .features import StudentFeatures, TeacherFeatures
 from .wsab import WSABLoss
 from .wsab_hierarchical import build_hierarchical_distiller
-
-DISTILLATIONS = ("wsab", "wsab+logits", "feature", "logits", "none")
 
 
 @dataclass

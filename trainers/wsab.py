@@ -8,9 +8,8 @@ from torch import nn
 from transmamba.modeling_transmamba.modeling_transmamba import cls_token_index
 from transmamba.modeling_transmamba.scan_orders import scan_permutations
 
+from .args import WEIGHTINGS
 from .features import Calibration, DistillLoss, StudentFeatures, TeacherFeatures, align_teacher_tokens
-
-WEIGHTINGS = ("misaligned", "aligned", "uniform")
 
 
 def adaptive_layer_weights(sims: torch.Tensor, weighting: str, tau: float) -> torch.Tensor:

@@ -3,7 +3,7 @@ and fixed ``train``/``test`` splits, and the batches a model eats.
 
 Specs: ``digits`` (scikit-learn's 1,797 8x8 digits, embedded, offline), ``fashion_mnist`` (the Debian package
 ``dataset-fashion-mnist`` when installed, else the Hub copy), a local folder (``imagefolder`` layout:
-``class_name/image.png``), or any Hub dataset id.
+``class_name/image.png``, or a ``save_to_disk`` folder), or any Hub dataset id.
 """
 
 from __future__ import annotations
@@ -16,13 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset, load_from_disk
+from datasets.utils import logging as datasets_logging
+from transformers.utils import logging
+
+from .model_cards.naming import public_name
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_HUB = "zalando-datasets/fashion_mnist"
 FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                         "Ankle boot"]  # fmt: skip
 SPLIT_SEED = 0
+logger = logging.get_logger("transmamba.data")
 
 
 def _digits() -> DatasetDict:
@@ -81,6 +86,7 @@ def _normalise(data: DatasetDict, spec: str) -> DatasetDict:
     label = next((name for name, f in features.items() if isinstance(f, ClassLabel)), None)
     if image is None or label is None:
         raise ValueError(f"Dataset {spec!r} needs an image column and a class-label column; it has {list(features)}.")
+    check_classes(features[label].names, f"Dataset {spec!r}")
     data = DatasetDict({k: v.select_columns([image, label]) for k, v in data.items()})
     data = data.rename_columns({k: v for k, v in ((image, "image"), (label, "label")) if k != v})
     if "test" not in data:
@@ -89,22 +95,123 @@ def _normalise(data: DatasetDict, spec: str) -> DatasetDict:
     return data
 
 
-def load_image_dataset(spec: str) -> DatasetDict:
-    """``digits`` | ``fashion_mnist`` | a local image folder | a Hub dataset id -> DatasetDict(train, test)."""
-    if spec == "digits":
-        return _digits()
-    if spec == "fashion_mnist":
-        return _fashion_mnist()
-    if os.path.isdir(spec):
-        return _normalise(load_dataset("imagefolder", data_dir=spec), spec)
+def is_saved_dataset(spec: str) -> bool:
+    return os.path.isdir(spec) and any(Path(spec, name).is_file() for name in ("dataset_dict.json", "state.json"))
+
+
+def load_stored_dataset(spec: str, what: str, accepted: str) -> DatasetDict:
+    """A ``save_to_disk`` folder (DatasetDict, or a Dataset as ``train``) or a Hub dataset id that is cached or
+    reachable; anything else is one message listing what ``accepted`` names."""
+    if is_saved_dataset(spec):
+        data = load_from_disk(spec)
+        return data if isinstance(data, DatasetDict) else DatasetDict({"train": data})
     try:
-        data = load_dataset(spec)
+        return load_dataset(spec)
     except Exception as error:  # noqa: BLE001 - datasets raises many types for "not found / offline"
         raise ValueError(
-            f"Cannot load dataset {spec!r}: use digits, fashion_mnist, a local image folder, or a Hub dataset id "
-            f"that is cached or reachable ({type(error).__name__}: {str(error).splitlines()[0][:200]})."
+            f"Cannot load {what} {spec!r}: use {accepted}, or a Hub dataset id that is cached or reachable "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:200]})."
         ) from None
-    return _normalise(data, spec)
+
+
+def _local_folder(spec: str, option: str) -> DatasetDict:
+    """A ``save_to_disk`` folder (DatasetDict or Dataset), else an ``imagefolder``, loaded without Hub-style bars."""
+    folder = Path(spec)
+    if not any(path.is_file() for path in folder.rglob("*")):
+        raise ValueError(
+            f"{option} {spec} is an empty folder; put images in class_name/ subfolders (imagefolder layout) or "
+            "pass a folder written by DatasetDict.save_to_disk."
+        )
+    if is_saved_dataset(spec):
+        return load_stored_dataset(spec, option, "")
+    classes = sorted(path.name for path in folder.iterdir() if path.is_dir())
+    check_classes(classes, f"{option} {spec}")  # imagefolder silently drops the label column of a one-class folder
+    verbosity = datasets_logging.get_verbosity()
+    datasets_logging.set_verbosity_error()
+    datasets_logging.disable_progress_bar()
+    try:
+        return load_dataset("imagefolder", data_dir=spec)
+    except Exception as error:  # noqa: BLE001 - datasets raises many types for a folder it cannot read
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise ValueError(
+            f"{option} {spec} is not an image folder that `datasets` can read ({reason}); use the imagefolder "
+            "layout class_name/image.png."
+        ) from None
+    finally:
+        datasets_logging.enable_progress_bar()
+        datasets_logging.set_verbosity(verbosity)
+
+
+def load_dataset_dict(spec: str, option: str = "dataset") -> DatasetDict:
+    """The data as stored: ``digits`` | ``fashion_mnist`` | a local folder | a Hub dataset id; no split is empty."""
+    if spec == "digits":
+        data = _digits()
+    elif spec == "fashion_mnist":
+        data = _fashion_mnist()
+    elif os.path.isdir(spec):
+        data = _local_folder(spec, option)
+    else:
+        data = load_stored_dataset(spec, option, "digits, fashion_mnist, a local image folder, a save_to_disk folder")
+    empty = [name for name, split in data.items() if len(split) == 0]
+    if empty:
+        raise ValueError(f"{option} {spec}: split {', '.join(map(repr, empty))} has no rows; pass data with images.")
+    return data
+
+
+def load_image_dataset(spec: str, option: str = "dataset") -> DatasetDict:
+    """`load_dataset_dict` with ``image``/``label`` columns and a fixed ``test`` split."""
+    data = load_dataset_dict(spec, option)
+    return data if spec in ("digits", "fashion_mnist") else _normalise(data, spec)
+
+
+def clean_labels(data: DatasetDict, label_column: str, num_labels: int, where: str) -> DatasetDict:
+    """Every split checked before training: unlabelled rows (-1, common in Hub test splits) are dropped with a
+    count; a label outside ``0..num_labels-1`` or a split left empty is one message naming the split."""
+    cleaned = {}
+    for name, split in data.items():
+        labels = np.asarray(split.with_format(None)[label_column])
+        unlabelled = int((labels == -1).sum())
+        bad = labels[(labels < -1) | (labels >= num_labels)]
+        if len(bad):
+            raise ValueError(
+                f"{where}: split {name!r} has label {int(bad[0])} ({len(bad)} outside 0..{num_labels - 1} in all), "
+                f"but the model has {num_labels} classes; fix the labels or convert the student with the right "
+                "number of labels."
+            )
+        if unlabelled:
+            if unlabelled == len(labels):
+                raise ValueError(f"{where}: split {name!r} has no labelled rows (all {unlabelled} are -1); pass "
+                                 "another split, e.g. --eval_split validation.")  # fmt: skip
+            logger.warning(
+                f"{where}: dropped {unlabelled} unlabelled rows (label -1) of {len(labels)} in split {name!r}"
+            )
+            split = split.select(np.flatnonzero(labels != -1))
+        cleaned[name] = split
+    return DatasetDict(cleaned)
+
+
+def check_classes(names: list[str] | int, where: str) -> None:
+    """A classifier needs at least two classes; one class gets a message that says so."""
+    count = names if isinstance(names, int) else len(names)
+    if count < 2:
+        which = "" if isinstance(names, int) else f" ({', '.join(map(str, names))})"
+        raise ValueError(
+            f"{where} has {count} class{'' if count == 1 else 'es'}{which}; image classification needs at least "
+            "two. Add images of another class (imagefolder: one subfolder per class)."
+        )
+
+
+def dataset_names(dataset: str, given: str | None) -> tuple[str, str | None, str]:
+    """(card name, Hub id, where the data came from); a local folder is named by its folder name, never its path."""
+    if dataset == "fashion_mnist":
+        local = FASHION_MNIST_DIR.is_dir()
+        return dataset, FASHION_MNIST_HUB, "Debian package dataset-fashion-mnist" if local else FASHION_MNIST_HUB
+    if dataset == "digits":
+        return dataset, None, "scikit-learn load_digits (embedded)"
+    if os.path.isdir(dataset):
+        name = given or public_name(dataset)
+        return name, None, f"local folder {public_name(dataset)}"
+    return given or dataset, dataset, dataset
 
 
 def processor_for_size(processor, image_size: int):

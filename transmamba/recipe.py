@@ -1,6 +1,5 @@
 """`transmamba run`'s recipe options: how a pretrained teacher is fine-tuned, the teacher-quality gate, the loss
-and the mixer init. One typed dataclass, added to the command line in one call, so the typed ``RunArguments``
-can take it over as it is.
+and the mixer init: one typed dataclass, the base of ``RunArguments``.
 
 Why a pretrained teacher gets its own settings: the small ViT the run can train itself starts from random
 weights and wants a large learning rate (1e-3); the same rate on DINOv2 destroys its pretrained features (the
@@ -15,14 +14,14 @@ measures the teacher and the scratch student on the held-out images; when the te
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 from dataclasses import dataclass, field
 
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
+DEFAULT_TEACHER = "dinov2-s14"  # `--teacher` keyword: the offline DINOv2-S/14 built here
+SELF_TRAINED_TEACHER = "small-vit"  # `--teacher` keyword: train a small ViT in the run (fast, but a weak teacher)
 DISTILLATIONS = ("wsab+logits", "wsab", "logits", "feature", "none")
 MIXER_INITS = ("standard", "attention")
 
@@ -92,23 +91,6 @@ class RecipeOptions:
 
     def distiller_options(self) -> dict:
         return {"logits_weight": self.logits_weight}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every field of :class:`RecipeOptions` as an argparse option (same help, default and choices)."""
-    for item in dataclasses.fields(RecipeOptions):
-        kind = {"float | None": float, "int": int, "float": float}.get(str(item.type), str)
-        parser.add_argument(
-            f"--{item.name.replace('_', '-')}",
-            type=kind,
-            default=item.default,
-            choices=item.metadata.get("choices"),
-            help=item.metadata["help"],
-        )
-
-
-def from_namespace(args: argparse.Namespace) -> RecipeOptions:
-    return RecipeOptions(**{item.name: getattr(args, item.name) for item in dataclasses.fields(RecipeOptions)})
 
 
 # --- the teacher-quality gate ------------------------------------------------------------------------------------

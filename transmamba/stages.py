@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -18,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from .folders import atomic_write_text
 
 MARKER = "stage.json"
 STARTED = "stage.started.json"
@@ -28,12 +29,7 @@ def inputs_hash(inputs: dict) -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    """Write-then-rename: a reader sees the old file or the whole new one, never half of it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 class Stages:
@@ -72,6 +68,11 @@ class Stages:
         except (OSError, json.JSONDecodeError):
             same_start = False
         if directory.exists() and not same_start:
+            if not started.is_file() and any(directory.iterdir()):
+                raise ValueError(
+                    f"{directory} holds files that transmamba did not write (no {STARTED}); choose another --work-dir "
+                    "(stages write WORK_DIR/<stage>/)."
+                )
             shutil.rmtree(directory)  # left by other inputs: nothing in it can be reused
         directory.mkdir(parents=True, exist_ok=True)
         (directory / MARKER).unlink(missing_ok=True)
