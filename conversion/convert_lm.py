@@ -16,7 +16,8 @@ from transformers import AutoTokenizer, HfArgumentParser
 
 from ..model_cards.stage1 import GEMMA_NOTICE, teacher_license
 from ..model_cards.switch_lm import switch_lm_card
-from .export import check_output, write_model_folder
+from ..folders import check_output_folder
+from .export import write_model_folder
 from .switch_lm import convert_lm
 
 
@@ -53,7 +54,7 @@ class ConvertLMArguments:
         self.schedule, self.cycle = parse_transpoints(self.transpoints)
         if self.ssm_chunk_size < 1:
             raise ValueError(f"--ssm_chunk_size must be positive, got {self.ssm_chunk_size}.")
-        check_output(Path(self.output), self.overwrite)
+        check_output_folder(Path(self.output), self.overwrite)
 
 
 def run(args: ConvertLMArguments) -> Path:

@@ -18,7 +18,8 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ..model_cards.stage1 import teacher_license
 from ..model_cards.video import video_student_card
 from ..modeling_transmamba import VIDEO_PRESETS, TransMambaConfig, TransVideoMambaConfig
-from .export import REPORT_NAME, check_output, write_model_folder
+from ..folders import check_output_folder
+from .export import REPORT_NAME, write_model_folder
 from .importance import select_indices
 from .student_spec import _split_top_level, _value
 from .subclone import summarise
@@ -139,7 +140,7 @@ def video_processor(teacher_processor, image_size: int):
 def convert_video(args: VideoConvertArguments) -> Path:
     """Cheap checks (output, spec, teacher config, shape), then load the teacher, subclone and write the folder."""
     started = time.perf_counter()
-    check_output(args.output, args.overwrite)
+    check_output_folder(args.output, args.overwrite)
     teacher_config = load_teacher_config(args.teacher)
     teacher_processor = load_image_processor(args.teacher)
     image_size = args.image_size or default_image_size(teacher_config, teacher_processor)
