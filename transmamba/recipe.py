@@ -23,7 +23,7 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-DISTILLATIONS = ("wsab+logits", "wsab", "logits", "feature", "none")
+DISTILLATIONS = ("wsab", "wsab+logits", "logits", "feature", "none")
 MIXER_INITS = ("standard", "attention")
 
 
@@ -32,10 +32,10 @@ class RecipeOptions:
     """Options of `transmamba run` that shape the recipe (each becomes ``--name-with-dashes``)."""
 
     distillation: str = field(
-        default="wsab+logits",
-        metadata={"help": "loss of the TransMamba student besides the task loss: wsab+logits (WSAB plus logits KD "
-                  "from the teacher's head; the default, see the README for the measurements behind it), wsab (the "
-                  "paper), logits, feature (last-layer features) or none. Default: wsab+logits",
+        default="wsab",
+        metadata={"help": "loss of the TransMamba student besides the task loss: wsab (the paper; the default, "
+                  "chosen by the measurements in the README), wsab+logits (WSAB plus logits KD from the teacher's "
+                  "head), logits, feature (last-layer features) or none. Default: wsab",
                   "choices": DISTILLATIONS},
     )  # fmt: skip
     logits_weight: float = field(
