@@ -14,9 +14,9 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, HfArgumentParser
 
+from ..folders import check_output_folder
 from ..model_cards.stage1 import GEMMA_NOTICE, teacher_license
 from ..model_cards.switch_lm import switch_lm_card
-from ..folders import check_output_folder
 from .export import write_model_folder
 from .switch_lm import convert_lm
 

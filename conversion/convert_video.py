@@ -15,10 +15,10 @@ from pathlib import Path
 from transformers import HfArgumentParser, PretrainedConfig
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from ..folders import check_output_folder
 from ..model_cards.stage1 import teacher_license
 from ..model_cards.video import video_student_card
 from ..modeling_transmamba import VIDEO_PRESETS, TransMambaConfig, TransVideoMambaConfig
-from ..folders import check_output_folder
 from .export import REPORT_NAME, write_model_folder
 from .importance import select_indices
 from .student_spec import _split_top_level, _value

@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers.testing_utils import CaptureLogger
 from transmamba.model_cards.card import build_card
+from transmamba.model_cards.results import RunResults
 from transmamba.modeling_transmamba import TransMambaConfig
 from transmamba.trainers.features import StudentFeatures, TeacherFeatures
 from transmamba.trainers.wrapper import build_distiller
@@ -33,8 +34,8 @@ def test_gate_needs_the_margin(teacher, passed):
     assert ("FAILED" in captured.out) is not passed
 
 
-def _results(gate: dict) -> dict:
-    return {
+def _results(gate: dict) -> RunResults:
+    return RunResults.from_dict({
         "format": "transmamba-results/1", "model_name": "m", "license": None, "repo_id": None,
         "teacher": {"source": "dinov2", "class": "Dinov2ForImageClassification", "trained_here": False},
         "student": {"family": "PlainMamba"},
@@ -43,7 +44,7 @@ def _results(gate: dict) -> dict:
         "budget": {"steps": 150, "distillation": "wsab+logits"},
         "accuracy": {"teacher": gate["teacher_top1"], "scratch": gate["scratch_top1"], "transmamba": 0.70},
         "teacher_gate": gate,
-    }  # fmt: skip
+    })  # fmt: skip
 
 
 def test_card_records_a_failed_gate_in_numbers():

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 
 from transformers.utils import logging
 
+from .conversion.args import MIXER_INITS
+from .trainers.args import DISTILLATIONS
+
 logger = logging.get_logger(__name__)
 
 DEFAULT_TEACHER = "dinov2-s14"  # `--teacher` keyword: the offline DINOv2-S/14 built here
 SELF_TRAINED_TEACHER = "small-vit"  # `--teacher` keyword: train a small ViT in the run (fast, but a weak teacher)
-DISTILLATIONS = ("wsab+logits", "wsab", "logits", "feature", "none")
-MIXER_INITS = ("standard", "attention")
 
 
 @dataclass
@@ -31,10 +32,10 @@ class RecipeOptions:
     """Options of `transmamba run` that shape the recipe (each becomes ``--name-with-dashes``)."""
 
     distillation: str = field(
-        default="wsab+logits",
-        metadata={"help": "loss of the TransMamba student besides the task loss: wsab+logits (WSAB plus logits KD "
-                  "from the teacher's head; the default, see the README for the measurements behind it), wsab (the "
-                  "paper), logits, feature (last-layer features) or none. Default: wsab+logits",
+        default="wsab",
+        metadata={"help": "loss of the TransMamba student besides the task loss: wsab (the paper; the default, "
+                  "chosen by the measurements in the README), wsab+logits (WSAB plus logits KD from the teacher's "
+                  "head), logits, feature (last-layer features) or none. Default: wsab",
                   "choices": DISTILLATIONS},
     )  # fmt: skip
     logits_weight: float = field(
