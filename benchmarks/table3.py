@@ -41,7 +41,7 @@ from transmamba.modeling_transmamba import TransLlavaMambaForConditionalGenerati
 from transmamba.trainers.align_projector import AlignArguments
 from transmamba.trainers.align_projector import run as align
 from transmamba.trainers.args import VlmDistillationArguments
-from transmamba.trainers.train_vlm import run as train_vlm
+from transmamba.trainers.train_vlm import train_vlm
 
 from transmamba.image_text import LlavaConversationEncoder
 from transmamba.stages import Stages

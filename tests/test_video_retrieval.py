@@ -11,7 +11,7 @@ from transmamba.conversion.convert_video import VideoConvertArguments, convert_v
 from transmamba.modeling_transmamba import TransMambaForVideoTextRetrieval
 from transmamba.trainers.retrieval import retrieval_metrics, retrieval_ranks
 from transmamba.trainers.train import build_parser as train_parser
-from transmamba.trainers.train import run as train_run
+from transmamba.trainers.train import train as train_run
 from transmamba.trainers.train_retrieval import build_parser, run
 from transmamba.trainers.train_retrieval import main as retrieval_main
 
@@ -104,7 +104,7 @@ def test_train_command_trains_a_video_classifier_with_wsab(assets, tmp_path):
     argv = ["--teacher", str(assets / "vit"), "--student", str(assets / "student"), "--dataset", str(assets / "clips"),
             "--output-dir", str(out), "--max-steps", "3", "--per-device-train-batch-size", "4", "--logging-steps", "1",
             "--max-eval-samples", "8", "--use-cpu", "--save-strategy", "no", "--eval-strategy", "no"]  # fmt: skip
-    trainer = train_run(*train_parser().parse_args_into_dataclasses(args=argv))
+    trainer = train_run(*train_parser().parse_args_into_dataclasses(args=argv)).trainer
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logs) == 3 and all("distill_loss/backward" in entry and "task_loss" in entry for entry in logs)
     model = AutoModelForVideoClassification.from_pretrained(out)

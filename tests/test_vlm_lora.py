@@ -15,7 +15,7 @@ from test_llava_distill import save_teacher, training_args
 from transformers import AutoModelForImageTextToText
 from transmamba.conversion.llava import subclone_llava
 from transmamba.trainers.args import VlmDistillationArguments
-from transmamba.trainers.train_vlm import run
+from transmamba.trainers.train_vlm import train_vlm
 
 from transmamba.image_text import LlavaCollator, LlavaConversationEncoder, offline_image_text
 
@@ -60,10 +60,10 @@ def test_lora_trains_only_adapters_and_saves_a_merged_student(tmp_path):
     before = AutoModelForImageTextToText.from_pretrained(tmp_path / "student", trust_remote_code=True).state_dict()
     bad = VlmDistillationArguments(teacher=teacher, student=str(tmp_path / "student"), lora=True, lora_r=0)
     with pytest.raises(ValueError, match="--lora_r and --lora_alpha must be positive"):
-        run(bad, training_args(tmp_path / "bad", max_steps=1), data)  # refused before any model is loaded
+        train_vlm(bad, training_args(tmp_path / "bad", max_steps=1), data)  # refused before any model is loaded
     args = VlmDistillationArguments(teacher=teacher, student=str(tmp_path / "student"), lora=True, lora_r=2,
                                     lora_alpha=4)  # fmt: skip
-    trainer = run(args, training_args(tmp_path / "out", max_steps=3, learning_rate=1e-2), data)
+    trainer = train_vlm(args, training_args(tmp_path / "out", max_steps=3, learning_rate=1e-2), data).trainer
 
     trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable), sorted(trainable)

@@ -7,6 +7,8 @@ tokens laid out as ``[cls, (t n)]`` (the scan order), reversed for the backward 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import AutoImageProcessor, AutoModel, PreTrainedModel, TrainingArguments
 from transmamba.conversion.subclone_video import teacher_video_tokens
@@ -14,7 +16,7 @@ from transmamba.modeling_transmamba import TransMambaForVideoClassification, Tra
 
 from transmamba.video_data import clip_frames, load_video_dataset, require_columns
 
-from .args import DistillationArguments
+from .args import DistillationArguments, TrainResult
 from .baselines import NoDistillation
 from .build import train_and_export
 from .inputs import accuracy
@@ -68,7 +70,7 @@ def video_transform(processor, video_column: str, label_column: str, num_frames:
 
 
 def run_video(args: DistillationArguments, training_args: TrainingArguments, config: TransVideoMambaConfig, data=None):
-    """Video counterpart of `train.run`: check, build, train, evaluate, export."""
+    """Video counterpart of `train.train`: check, build, train, evaluate, export."""
     if args.distillation not in VIDEO_DISTILLATIONS:
         raise ValueError(
             f"Video students support --distillation {' or '.join(VIDEO_DISTILLATIONS)}, got {args.distillation!r}."
@@ -106,4 +108,5 @@ def run_video(args: DistillationArguments, training_args: TrainingArguments, con
         eval_dataset=test.with_transform(transform), teacher=teacher, processing_class=processor,
         compute_metrics=accuracy,
     )  # fmt: skip
-    return train_and_export(trainer)
+    metrics = train_and_export(trainer)
+    return TrainResult(Path(training_args.output_dir), metrics, None, trainer)
