@@ -48,3 +48,8 @@ def public_name(source: str, hub: str | None = None) -> str:
     if looks_like_hub_id(source):
         return source
     return os.path.basename(os.path.normpath(source)) or "a local folder"
+
+
+def family_of(config) -> str:
+    """The student family a card names: the config's own ``family`` (VMamba, VideoMamba), else ViM or PlainMamba."""
+    return getattr(config, "family", None) or ("ViM" if config.use_cls_token else "PlainMamba")

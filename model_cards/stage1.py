@@ -7,6 +7,7 @@ import os
 from huggingface_hub import ModelCard, ModelCardData
 
 from .card import CITATION, KERNELS_NOTE
+from .naming import family_of
 
 BODY = """
 # {title}
@@ -76,7 +77,7 @@ def stage1_card(
     copied_parts: str = "Patch embedding, position embeddings, norms, MLPs, the attention output projections and "
     "the head",
 ) -> ModelCard:
-    family = getattr(config, "family", None) or ("ViM" if config.use_cls_token else "PlainMamba")
+    family = family_of(config)
     tags = ["transmamba", "mamba", "vision", "image-classification", "subcloning", family.lower(), "stage-1"]
     metadata = ModelCardData(
         base_model=base_model,

@@ -298,7 +298,7 @@ def test_compose_joins_a_vision_tower_and_a_gemma_lm_into_a_llava_teacher(tmp_pa
     processor = AutoProcessor.from_pretrained(tmp_path / "llava")
     rendered = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text",
                                              "text": "Hi"}]}], add_generation_prompt=True)  # fmt: skip
-    assert rendered == "<start_of_turn>user\n<unused0>\nHi<end_of_turn>\n<start_of_turn>model\n"  # Gemma's turns
+    assert rendered == "<start_of_turn>user\n<image>\nHi<end_of_turn>\n<start_of_turn>model\n"  # Gemma's turns
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8))
     assert summary["image_token"] == "<image> = 6"  # spelt as LLaVA users type it, same id as <unused0>
     inputs = processor(images=image, text="The <image> is", return_tensors="pt")

@@ -80,20 +80,23 @@ def test_killed_teacher_stage_resumes_with_the_library_key_mapping(tmp_path):
                 teacher_layers=2, teacher_steps=16, save_steps=4, batch_size=16, steps=4)  # fmt: skip
     killed_work = tmp_path / "killed"
     argv = [f"--{key}={value}" for key, value in tiny.items()]
-    command = [sys.executable, "-m", "transmamba.cli", "run", *argv, "--work_dir", str(killed_work)]
+    command = [sys.executable, "-m", "transmamba.cli", "run", *argv, "--teacher", "small-vit", "--work_dir",
+               str(killed_work)]  # fmt: skip
     process = subprocess.Popen(command, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, cwd=tmp_path)  # fmt: skip
-    checkpoints = killed_work / "teacher" / "checkpoints"
+    checkpoints = killed_work / "teacher" / "all" / "checkpoints"  # the teacher stage's "train all" phase
     _kill_when(process, lambda: any(checkpoints.glob(f"checkpoint-*/{STATE}")))
     assert not (killed_work / "teacher" / "stage.json").exists()
 
     data = json.loads((killed_work / "data" / "stage.json").read_text())["outputs"]
-    killed = RunArguments(**tiny, work_dir=killed_work)
+    killed = RunArguments(**tiny, work_dir=killed_work, teacher=None)  # None: the small ViT, as `run` resolves it
     run_stages.stage_teacher(killed_work / "teacher", killed, data)  # resumes from the checkpoint
     straight_work = tmp_path / "straight"
     (straight_work / "teacher").mkdir(parents=True)
     os.symlink(killed_work / "data", straight_work / "data")
-    run_stages.stage_teacher(straight_work / "teacher", RunArguments(**tiny, work_dir=straight_work), data)
+    run_stages.stage_teacher(
+        straight_work / "teacher", RunArguments(**tiny, work_dir=straight_work, teacher=None), data
+    )
 
     resumed = load_file(killed_work / "teacher" / "model" / "model.safetensors")
     straight = load_file(straight_work / "teacher" / "model" / "model.safetensors")

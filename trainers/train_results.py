@@ -8,8 +8,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..data import dataset_names
-from ..model_cards.naming import hub_id, public_name
+from ..model_cards.naming import family_of, hub_id, public_name
 from ..model_cards.results import RunResults
+
+SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "num_directions", "image_size", "patch_size")  # None if n/a
 
 
 def train_results(args, training_args, trainer, student, teacher_config, sizes: dict, metrics: dict) -> RunResults:
@@ -27,10 +29,8 @@ def train_results(args, training_args, trainer, student, teacher_config, sizes: 
         model_name=repo.split("/")[-1] if repo else f"TransMamba {type(student).__name__} ({dataset})",
         teacher={"source": public_name(args.teacher, base_model), "base_model": base_model,
                  "class": (teacher_config.architectures or [teacher_config.model_type])[0], "trained_here": False},
-        student={"family": "ViM" if config.use_cls_token else "PlainMamba", "class": type(student).__name__,
-                 "parameters": student.num_parameters(), "hidden_size": config.hidden_size,
-                 "num_hidden_layers": config.num_hidden_layers, "num_directions": config.num_directions,
-                 "image_size": config.image_size, "patch_size": config.patch_size},
+        student={"family": family_of(config), "class": type(student).__name__, "parameters": student.num_parameters(),
+                 **{key: getattr(config, key, None) for key in SHAPE_FIELDS}},
         dataset={"name": dataset, "hub_id": dataset_hub, "source": source, **sizes},
         budget={"steps": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0, 2), "batch_size": batch,
                 "learning_rate": training_args.learning_rate, "image_size": config.image_size,

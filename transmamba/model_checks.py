@@ -116,11 +116,17 @@ def check_student_weights(source: str, config, option: str = "--student") -> Non
         return
     import torch
     from safetensors import safe_open
+    from transformers import AutoModelForImageClassification, AutoModelForVideoClassification
 
-    from .modeling_transmamba import TransMambaForImageClassification
+    from .modeling_transmamba import TransVideoMambaConfig  # registers every family with the Auto classes
 
+    auto = (
+        AutoModelForVideoClassification
+        if isinstance(config, TransVideoMambaConfig)
+        else AutoModelForImageClassification
+    )
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in TransMambaForImageClassification(config).state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in auto.from_config(config).state_dict().items()}
     with safe_open(path, "pt") as handle:
         stored = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
     wrong = [f"{k} {stored[k]} vs {expected[k]}" for k in expected if k in stored and stored[k] != expected[k]]

@@ -21,7 +21,7 @@ from .data import (
     load_image_dataset,
     processor_for_size,
 )
-from .model_cards.naming import hub_id, public_name
+from .model_cards.naming import family_of, hub_id, public_name
 from .pretrained_teacher import SOURCE, is_offline_dinov2
 from .run_args import RunArguments
 from .run_training import PIXELS, TensorColumns, device, train_stage, training_args
@@ -147,9 +147,12 @@ def stage_teacher(directory: Path, args: RunArguments, data: dict) -> tuple[dict
     transformers.AutoImageProcessor.from_pretrained(args.work_dir / "data").save_pretrained(directory / MODEL)
     for phase in ("head", "all"):
         shutil.rmtree(directory / phase, ignore_errors=True)
-    source = SOURCE if is_offline_dinov2(args.teacher) else public_name(args.teacher, base_model)
+    if args.teacher is None:
+        source = "trained by transmamba run"
+    else:
+        source = SOURCE if is_offline_dinov2(args.teacher) else public_name(args.teacher, base_model)
     outputs = {
-        "source": source if args.teacher else "trained by transmamba run",
+        "source": source,
         "base_model": base_model,
         "class": type(model).__name__,
         "trained_here": args.teacher is None,
@@ -183,7 +186,7 @@ def stage_convert(directory: Path, args: RunArguments, teacher: dict) -> tuple[d
     config = result.config
     outputs = {
         "spec": spec,
-        "family": getattr(config, "family", None) or ("ViM" if config.use_cls_token else "PlainMamba"),
+        "family": family_of(config),
         "hidden_size": config.hidden_size,
         "num_hidden_layers": config.num_hidden_layers,
         "num_directions": config.num_directions,
