@@ -4,13 +4,10 @@ trust_remote_code in a fresh Python that cannot import this project."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import sysconfig
 
 import numpy as np
 import torch
+from exported_code import auto_map_modules, code_closure, run_isolated
 from test_videomamba import tiny_video
 from transformers import BertConfig
 from transformers.models.videomae.image_processing_pil_videomae import VideoMAEImageProcessorPil
@@ -24,16 +21,7 @@ CHILD = r"""
 import json, sys
 from pathlib import Path
 
-sys.path.append(sys.argv[1])
-root = Path(sys.argv[2])
-for name in ("transmamba", "modeling_transmamba"):
-    try:
-        __import__(name)
-    except ImportError:
-        pass
-    else:
-        raise SystemExit(f"{name} is importable in the child: the test would not prove anything")
-
+root = Path(sys.argv[1])
 import numpy as np
 import torch
 from transformers import AutoImageProcessor, AutoModel, AutoModelForVideoClassification
@@ -76,12 +64,9 @@ def test_video_folders_load_in_a_fresh_process_without_the_project(tmp_path):
         torch.save(video(pixels).logits, tmp_path / "logits.pt")
         torch.save(retrieval(**inputs).logits_per_text, tmp_path / "sims.pt")
     torch.save(inputs, tmp_path / "inputs.pt")
-    env = {"PATH": os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"),
-           "OMP_NUM_THREADS": "1"}  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", CHILD, sysconfig.get_paths()["purelib"], str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    for folder in (tmp_path / "video", tmp_path / "retrieval"):
+        assert {p.name for p in folder.glob("*.py")} == code_closure(*auto_map_modules(folder)), folder.name
+    proc = run_isolated(CHILD, [tmp_path], tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads((tmp_path / "result.json").read_text())
     assert all(module.startswith("transformers_modules.") for module in result["modules"])
