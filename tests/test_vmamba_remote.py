@@ -4,40 +4,19 @@ backbone, and both pipelines."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import sysconfig
 
 import torch
+from exported_code import auto_map_modules, code_closure, run_isolated
 from test_vmamba import tiny
 from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 from transmamba.modeling_transmamba import TransVMambaForImageClassification
 
-VMAMBA_CODE_FILES = {
-    "configuration_vmamba.py",
-    "modeling_vmamba.py",
-    "configuration_transmamba.py",
-    "modeling_transmamba.py",
-    "mixer.py",
-    "scan_orders.py",
-    "selective_scan.py",
-}
-
-# `python -I -S` (see test_remote_code.py): only the plain site-packages folder is on sys.path.
+# Run by exported_code.run_isolated: `python -I -S`, only the plain site-packages folder, our package refused.
 CHILD = r"""
 import json, sys
 from pathlib import Path
 
-sys.path.append(sys.argv[1])
-folder, work = Path(sys.argv[2]), Path(sys.argv[3])
-for name in ("transmamba", "modeling_transmamba"):
-    try:
-        __import__(name)
-    except ImportError:
-        pass
-    else:
-        raise SystemExit(f"{name} is importable in the child: the test would not prove anything")
+folder, work = Path(sys.argv[1]), Path(sys.argv[2])
 
 import torch
 from PIL import Image
@@ -88,7 +67,7 @@ def test_vmamba_folder_works_in_a_fresh_process_without_the_project(tmp_path):
     model = TransVMambaForImageClassification(tiny(id2label=id2label)).eval()
     model.save_pretrained(folder)
     ViTImageProcessorPil(size={"height": 16, "width": 16}).save_pretrained(folder)
-    assert VMAMBA_CODE_FILES <= {path.name for path in folder.glob("*.py")}
+    assert {path.name for path in folder.glob("*.py")} == code_closure(*auto_map_modules(folder))
     assert json.loads((folder / "config.json").read_text())["auto_map"]["AutoBackbone"] == (
         "modeling_vmamba.TransVMambaBackbone"
     )
@@ -96,16 +75,7 @@ def test_vmamba_folder_works_in_a_fresh_process_without_the_project(tmp_path):
     with torch.no_grad():
         torch.save(model(pixels).logits, work / "logits.pt")
     torch.save(pixels, work / "pixels.pt")
-    env = {"PATH": os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"),
-           "OMP_NUM_THREADS": "1"}  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", CHILD, sysconfig.get_paths()["purelib"], str(folder), str(work)],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_isolated(CHILD, [folder, work], work)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads((work / "result.json").read_text())
     assert result["module"].startswith("transformers_modules.")
