@@ -4,13 +4,10 @@ model's projections train, and the saved student is merged (plain weights that l
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import sysconfig
 
 import pytest
 import torch
+from exported_code import run_isolated
 from test_llava_distill import save_teacher, training_args
 from transformers import AutoModelForImageTextToText
 from transmamba.conversion.llava import subclone_llava
@@ -23,16 +20,8 @@ CHILD = r"""
 import json, sys
 from pathlib import Path
 
-sys.path.append(sys.argv[1])
 sys.modules["peft"] = None  # any import of peft now fails: the folder must not need it
-folder, work = Path(sys.argv[2]), Path(sys.argv[3])
-for name in ("transmamba", "modeling_transmamba"):
-    try:
-        __import__(name)
-    except ImportError:
-        pass
-    else:
-        raise SystemExit(f"{name} is importable in the child: the test would not prove anything")
+folder, work = Path(sys.argv[1]), Path(sys.argv[2])
 import torch
 from transformers import AutoModelForImageTextToText
 
@@ -93,12 +82,7 @@ def test_lora_trains_only_adapters_and_saves_a_merged_student(tmp_path):
     work.mkdir()
     torch.save(batch, work / "batch.pt")
     torch.save(plain, work / "logits.pt")
-    env = {"PATH": os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-           "OMP_NUM_THREADS": "1", "TRANSMAMBA_SCAN_BACKEND": "sequential"}  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", CHILD, sysconfig.get_paths()["purelib"], str(tmp_path / "out"), str(work)],
-        cwd=work, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = run_isolated(CHILD, [tmp_path / "out", work], work, TRANSMAMBA_SCAN_BACKEND="sequential")
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads((work / "result.json").read_text())
     assert result["module"].startswith("transformers_modules.") and result["max_abs_diff"] < 1e-5
