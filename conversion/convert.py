@@ -189,6 +189,14 @@ def convert(args: ConvertArguments) -> ConversionResult:
     )
     student, tensors = subclone(teacher, config, selection, seed=args.seed, mixer_init=args.mixer_init)
     report = _report(args, checked, teacher, selection, student, tensors, processor)
+    return export_image_student(args, teacher, config, student, selection, report, processor, started)
+
+
+def export_image_student(
+    args: ConvertArguments, teacher: Teacher, config, student, selection, report: dict, processor, started: float,
+    **card_options,
+) -> ConversionResult:
+    """Card, atomic folder and result of an image student (isotropic here, hierarchical in `vmamba.py`)."""
     base_model = hub_id(args.teacher, args.base_model)
     card = stage1_card(
         teacher=public_name(args.teacher, base_model),
@@ -202,6 +210,7 @@ def convert(args: ConvertArguments) -> ConversionResult:
         data=report["importance"]["data"],
         summary=report["summary"],
         repo_id=args.push_to_hub,
+        **card_options,
     )
     report["seconds_before_write"] = round(time.perf_counter() - started, 2)
     output = write_model_folder(args.output, student, processor, report, card, args.overwrite)

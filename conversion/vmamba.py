@@ -27,10 +27,8 @@ from transformers import PretrainedConfig
 
 from ..data import load_image_dataset, pixel_batches, processor_for_size
 from ..model_cards.naming import hub_id, public_name
-from ..model_cards.stage1 import stage1_card, teacher_license
 from ..modeling_transmamba import VMAMBA_PRESETS, TransVMambaConfig, TransVMambaForImageClassification
 from .args import ConversionResult, ConvertArguments
-from .export import REPORT_NAME, write_model_folder
 from .importance import NEEDS_DATA, Selection, select_indices
 from .student_spec import _split_top_level, _value
 from .subclone import _mixer_out, _mlp, _norm, _Plan, _Writer, summarise
@@ -136,7 +134,7 @@ def subclone_vmamba(teacher: Teacher, config: TransVMambaConfig, selection: Sele
 def convert_vmamba(args: ConvertArguments) -> ConversionResult:
     """`transmamba convert --student vmamba-t ...`: the same checks, importance, report, card and folder as the
     isotropic branch (`convert.py`, which dispatches here), with the hierarchical recipe above."""
-    from .convert import _default_processor, _labels  # convert imports this module
+    from .convert import _default_processor, _labels, export_image_student  # convert imports this module
 
     started = time.perf_counter()
     vlm_only = args.vlm_only_options()
@@ -189,24 +187,6 @@ def convert_vmamba(args: ConvertArguments) -> ConversionResult:
         "summary": summary,
         "tensors": tensors,
     }  # fmt: skip
-    base_model = hub_id(args.teacher, args.base_model)
-    card = stage1_card(
-        teacher=public_name(args.teacher, base_model),
-        teacher_class=type(teacher.model).__name__,
-        base_model=base_model,
-        license=teacher_license(args.teacher),
-        student_spec=args.student,
-        config=config,
-        num_parameters=student.num_parameters(),
-        importance=selection.method if selection.method == "identity" else f"{selection.method} (residual + MLP)",
-        data=report["importance"]["data"],
-        summary=summary,
-        repo_id=args.push_to_hub,
-        copied_parts=f"{COPIED_PARTS} (stage {stage + 1}, teacher blocks 0..{depth - 1})",
-    )
-    report["seconds_before_write"] = round(time.perf_counter() - started, 2)
-    output = write_model_folder(args.output, student, processor, report, card, args.overwrite)
-    seconds = time.perf_counter() - started
-    counts = ", ".join(f"{s} {v['tensors']} tensors / {v['parameters']:,} params" for s, v in summary.items())
-    text = f"wrote {output} in {seconds:.1f}s: {counts}; details in {REPORT_NAME}"
-    return ConversionResult(output, "image", report, config, student.num_parameters(), round(seconds, 2), text)
+    copied = f"{COPIED_PARTS} (stage {stage + 1}, teacher blocks 0..{depth - 1})"
+    return export_image_student(args, teacher, config, student, selection, report, processor, started,
+                                copied_parts=copied)  # fmt: skip
