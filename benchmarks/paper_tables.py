@@ -201,7 +201,7 @@ def _inputs(args: RunArguments, stage: str) -> dict:
     keys = {
         "data": ("dataset", "train_size", "eval_size", "image_size", "teacher", "seed"),
         "teacher": ("teacher", "teacher_steps", "teacher_learning_rate", "teacher_tune", "seed"),
-        "student": ("steps", "batch_size", "learning_rate", "alpha", "seed"),
+        "student": ("steps", "batch_size", "learning_rate", "alpha", "seed", "inherited_lr_scale"),
     }[stage]
     return {key: getattr(args, key) for key in keys}
 

@@ -36,3 +36,17 @@ def write_model_folder(
         for name, text in (extra_files or {}).items():
             (partial / name).write_text(text)
     return output
+
+
+def inherited_parameters(student: Path | str) -> frozenset[str]:
+    """Names of the student tensors that subcloning copied or sliced from the teacher, from the report of a
+    student folder or Hub id (empty when there is none, e.g. a student not made by `transmamba convert`)."""
+    from transformers.utils import cached_file
+
+    found = cached_file(str(student), REPORT_NAME, _raise_exceptions_for_missing_entries=False,
+                        _raise_exceptions_for_connection_errors=False)  # fmt: skip
+    if found is None:
+        return frozenset()
+    report = Path(found)
+    tensors = json.loads(report.read_text()).get("tensors", {})
+    return frozenset(name for name, entry in tensors.items() if entry.get("status") in ("copied", "sliced"))

@@ -159,7 +159,9 @@ def _facts_table(results: RunResults) -> str:
         ("Parameters", student.get("parameters") and f"{student['parameters']:,}"),
         ("Training steps (each student)", budget.get("steps") and f"{budget['steps']}{epochs}"),
         ("Batch size", budget.get("batch_size")),
-        ("Learning rate", budget.get("learning_rate")),
+        ("Learning rate", budget.get("learning_rate") and f"{budget['learning_rate']:g}" + (
+            f" (x {budget['inherited_lr_scale']:g} for the tensors subcloned from the teacher)"
+            if budget.get("inherited_lr_scale", 1) != 1 else "")),
         ("Distillation", budget.get("distillation") and f"{budget['distillation']}, α = {budget.get('alpha')}"),
         ("SSM init", budget.get("mixer_init")),
         ("Teacher fine-tuning", teacher.get("tuning") and "AdamW lr {learning_rate:g}, warm-up {warmup_ratio:.0%}, "

@@ -162,3 +162,25 @@ def test_lora_trains_adapters_and_head_only_and_merges(tmp_path, teacher, data):
     with torch.no_grad():
         expected = peft_student.eval()(pixel_values=pixels).logits
         assert torch.allclose(merged(pixel_values=pixels).logits, expected, atol=1e-5)
+
+
+def test_subcloned_tensors_train_at_the_scaled_learning_rate(tmp_path, teacher, data):
+    """The tensors the report says came from the teacher get lr x inherited_lr_scale, the others the full lr."""
+    import json
+
+    student = save_student(tmp_path / "student", "vim-t")
+    names = list(TransMambaForImageClassification.from_pretrained(student).state_dict())
+    inherited = {name for name in names if ".mlp." in name or "embeddings" in name}
+    report = {"tensors": {name: {"status": "copied" if name in inherited else "initialised"} for name in names}}
+    (tmp_path / "student" / "subcloning_report.json").write_text(json.dumps(report))
+    trainer = distill(teacher, student, data, tmp_path / "out", options={"max_train_samples": 64,
+                      "inherited_lr_scale": 0.25}, max_steps=1, per_device_train_batch_size=32)  # fmt: skip
+    by_id = {id(p): n.removeprefix("student.") for n, p in trainer.model.named_parameters()}
+    seen = set()
+    for group in trainer.optimizer.param_groups:
+        group_names = {by_id[id(p)] for p in group["params"]}
+        expected = 1e-2 * (0.25 if group_names <= inherited else 1.0)
+        assert group_names <= inherited or not group_names & inherited  # never mixed
+        assert group["initial_lr"] == pytest.approx(expected)
+        seen |= group_names
+    assert inherited <= seen and len(seen) == len(set(by_id.values()))

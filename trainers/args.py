@@ -67,6 +67,11 @@ class DistillationArguments:
         default="cosine",
         metadata={"help": "Feature distillation: 'cosine' or 'mse'.", "choices": list(FEATURE_METRICS)},
     )
+    inherited_lr_scale: float = field(
+        default=0.1,
+        metadata={"help": "Learning-rate multiplier of the student tensors that subcloning took from the teacher "
+                  "(listed in the student's subcloning_report.json; the new SSM parameters train at the full rate)."},
+    )  # fmt: skip
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (+ the head) instead of all weights."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
@@ -98,6 +103,8 @@ class DistillationArguments:
             raise ValueError(f"--tau must be positive, got {self.tau}.")
         if self.cls_weight is not None and self.cls_weight < 0:
             raise ValueError(f"--cls_weight must be >= 0, got {self.cls_weight}.")
+        if not 0 < self.inherited_lr_scale <= 1:
+            raise ValueError(f"--inherited_lr_scale must be in (0, 1], got {self.inherited_lr_scale}.")
         if self.lora_r < 1 or not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError("--lora_r must be at least 1 and --lora_dropout in [0, 1).")
 
@@ -139,8 +146,13 @@ class VlmDistillationArguments:
     train_vision_tower: bool = field(
         default=False, metadata={"help": "Also train the vision tower (frozen by default, as LLaVA does)."}
     )
-    lora: bool = field(default=False, metadata={"help": "LoRA adapters on the language model's projections only; "
-                                                         "merged into the saved student (trainers/vlm_lora.py)."})
+    lora: bool = field(
+        default=False,
+        metadata={
+            "help": "LoRA adapters on the language model's projections only; "
+            "merged into the saved student (trainers/vlm_lora.py)."
+        },
+    )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})

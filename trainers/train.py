@@ -147,6 +147,7 @@ def train(args: DistillationArguments, training_args, data=None) -> TrainResult:
     ``data`` replaces ``args.dataset`` (for callers that already hold a DatasetDict).
     """
     from transformers import AutoModelForImageClassification, set_seed
+    from transmamba.conversion.export import inherited_parameters
     from transmamba.modeling_transmamba import TransVideoMambaConfig
 
     from transmamba.model_checks import load_config
@@ -199,6 +200,8 @@ def train(args: DistillationArguments, training_args, data=None) -> TrainResult:
         alpha=args.alpha,
         teacher=teacher,
         distiller_options=options,
+        inherited=() if args.lora else inherited_parameters(args.student),
+        inherited_lr_scale=args.inherited_lr_scale,
         eval_dataset=eval_data,
         processing_class=processor,
         compute_metrics=accuracy,

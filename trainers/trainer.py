@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,29 @@ class DistillationTrainer(Trainer):
     MLPs), so ``resume_from_checkpoint`` continues exactly; :meth:`save_model` (and :meth:`export_student`)
     writes a clean student that loads with ``from_pretrained``. Each logged ``loss`` is joined by the loss
     components averaged over the same logging interval.
+
+    ``inherited_lr_scale`` multiplies the learning rate of the student tensors named in ``inherited`` (those
+    subcloning took from the teacher). Why: the new SSM parameters start random, and at the full rate their early
+    gradients overwrite the pretrained weights within a few dozen steps (the subcloned student's task loss was
+    back at chance by step 20, no better than scratch); at a tenth of the rate the inherited weights adapt
+    while the new ones learn.
     """
 
     # compute_loss returns a per-sample mean: the Trainer must divide it by the accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args: Any, teacher: PreTrainedModel | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        teacher: PreTrainedModel | None = None,
+        inherited: Collection[str] = (),
+        inherited_lr_scale: float = 1.0,
+        **kwargs: Any,
+    ):
+        if not inherited_lr_scale > 0:
+            raise ValueError(f"inherited_lr_scale must be positive, got {inherited_lr_scale}.")
         super().__init__(*args, **kwargs)
+        self.inherited, self.inherited_lr_scale = frozenset(inherited), inherited_lr_scale
         if not isinstance(self.model, DistillationModel):
             raise ValueError("DistillationTrainer trains a DistillationModel (student + distiller); wrap the student.")
         self.teacher = teacher
@@ -57,6 +74,25 @@ class DistillationTrainer(Trainer):
             teacher.to(self.args.device)
         self._log_sums: dict[str, torch.Tensor] = {}
         self._log_steps = 0
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer, with each of its parameter groups split into new and inherited tensors."""
+        optimizer = super().create_optimizer(model)
+        if self.inherited_lr_scale == 1.0 or not self.inherited:
+            return optimizer
+        names = {id(p): n.removeprefix("student.") for n, p in (model or self.model).named_parameters()}
+        groups = []
+        for group in optimizer.param_groups:
+            settings = {key: value for key, value in group.items() if key != "params"}
+            old = [p for p in group["params"] if names.get(id(p)) in self.inherited]
+            new = [p for p in group["params"] if names.get(id(p)) not in self.inherited]
+            scaled = group["lr"] * self.inherited_lr_scale
+            groups += [{**settings, "params": new}, {**settings, "params": old, "lr": scaled}]
+        optimizer.param_groups.clear()  # no step taken yet: regroup in place, same optimizer and settings
+        for group in groups:
+            if group["params"]:
+                optimizer.add_param_group(group)
+        return optimizer
 
     @torch.no_grad()
     def teacher_outputs(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor | None]:

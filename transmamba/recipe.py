@@ -47,6 +47,12 @@ class RecipeOptions:
                   "(C <- W_Q, B <- W_K, x <- W_V of the same teacher layer). Default: standard",
                   "choices": MIXER_INITS},
     )  # fmt: skip
+    inherited_lr_scale: float = field(
+        default=0.1,
+        metadata={"help": "learning-rate multiplier of the student tensors subcloning took from the teacher (the "
+                  "new SSM parameters train at --learning-rate). Default 0.1: at the full rate the random new "
+                  "mixers' early gradients overwrite the pretrained weights (see the README)"},
+    )  # fmt: skip
     teacher_learning_rate: float | None = field(
         default=None,
         metadata={"help": "AdamW learning rate of the teacher (default 1e-4 for a pretrained teacher, 1e-3 for the "
@@ -73,6 +79,8 @@ class RecipeOptions:
             raise ValueError(f"--distillation must be one of {', '.join(DISTILLATIONS)}, got {self.distillation!r}.")
         if self.mixer_init not in MIXER_INITS:
             raise ValueError(f"--mixer-init must be one of {', '.join(MIXER_INITS)}, got {self.mixer_init!r}.")
+        if not 0 < self.inherited_lr_scale <= 1:
+            raise ValueError(f"--inherited-lr-scale must be in (0, 1], got {self.inherited_lr_scale}.")
         if self.logits_weight < 0:
             raise ValueError(f"--logits-weight must be at least 0, got {self.logits_weight}.")
         if self.teacher_learning_rate is not None and self.teacher_learning_rate <= 0:

@@ -46,8 +46,7 @@ def _machine() -> str:
     return f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}{gpu}"
 
 
-def _results(args: RunArguments, data: dict, teacher: dict, student: dict, scratch: dict, evaluation: dict,
-             gate: dict):
+def _results(args: RunArguments, data: dict, teacher: dict, student: dict, scratch: dict, evaluation: dict, gate: dict):
     from .model_cards.results import RunResults
     from .model_cards.stage1 import teacher_license
 
@@ -64,6 +63,7 @@ def _results(args: RunArguments, data: dict, teacher: dict, student: dict, scrat
             "epochs": round(args.steps * args.batch_size / data["train_size"], 2),
             "batch_size": args.batch_size,
             "learning_rate": args.learning_rate,
+            "inherited_lr_scale": args.inherited_lr_scale,
             "image_size": data["image_size"],
             "seeds": [args.seed],
             "distillation": args.distillation,
@@ -175,7 +175,7 @@ def run(args: RunArguments) -> RunOutcome:
         f"stage 2: train the subcloned student with {args.distillation} against the cached teacher, {args.steps} "
         "steps",
         {**train, "teacher_outputs": h["teacher_outputs"], "alpha": args.alpha, "distillation": args.distillation,
-         "logits_weight": args.logits_weight},
+         "logits_weight": args.logits_weight, "inherited_lr_scale": args.inherited_lr_scale},
         lambda d: st.stage_student(d, args, args.distillation),
     )  # fmt: skip
     evaluation = stages.run(

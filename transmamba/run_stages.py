@@ -232,6 +232,7 @@ def stage_student(
     (on the first ``eval_images`` test images, default all). The teacher is never loaded: the batches carry its
     cached outputs, and the distiller only needs its width.
     """
+    from .conversion.export import inherited_parameters
     from .trainers.build import build_trainer
     from .trainers.inputs import accuracy
 
@@ -269,6 +270,8 @@ def stage_student(
         alpha=args.alpha,
         teacher_dim=teacher_dim,
         distiller_options=args.distiller_options(),
+        inherited=inherited_parameters(converted) if init == "subclone" else (),
+        inherited_lr_scale=args.inherited_lr_scale,
         processing_class=transformers.AutoImageProcessor.from_pretrained(args.work_dir / "data"),
         **evaluation,
     )
@@ -285,6 +288,7 @@ def stage_student(
         "class": type(student).__name__,
         "init": init,
         "distillation": distillation,
+        "inherited_lr_scale": args.inherited_lr_scale if init == "subclone" else None,
         "train_images": keep,
         "history": [entry for entry in history if len(entry) > 1],
     }
