@@ -92,9 +92,11 @@ def test_wsab_plus_logits_matches_hand_computed_values():
     ({"teacher_learning_rate": 0.0}, "--teacher-learning-rate must be positive"),
     ({"teacher_warmup_ratio": 1.0}, "--teacher-warmup-ratio must be in [0, 1)"),
     ({"logits_weight": -1.0}, "--logits-weight must be at least 0"),
+    ({"inherited_lr_scale": 0.0}, "--inherited-lr-scale must be in (0, 1]"),
+    ({"inherited_lr_scale": 2.0}, "--inherited-lr-scale must be in (0, 1]"),
 ])  # fmt: skip
 def test_bad_recipe_options_fail_clearly(options, message):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")):
         RecipeOptions(**options)
 
 
