@@ -32,10 +32,10 @@ class RecipeOptions:
     """Options of `transmamba run` that shape the recipe (each becomes ``--name-with-dashes``)."""
 
     distillation: str = field(
-        default="wsab",
-        metadata={"help": "loss of the TransMamba student besides the task loss: wsab (the paper; the default, "
-                  "chosen by the measurements in the README), wsab+logits (WSAB plus logits KD from the teacher's "
-                  "head), logits, feature (last-layer features) or none. Default: wsab",
+        default="wsab+logits",
+        metadata={"help": "loss of the TransMamba student besides the task loss: wsab (the paper), wsab+logits "
+                  "(WSAB plus logits KD from the teacher's head; the default, chosen by the measurements in the "
+                  "README), logits, feature (last-layer features) or none. Default: wsab+logits",
                   "choices": DISTILLATIONS},
     )  # fmt: skip
     logits_weight: float = field(
