@@ -101,7 +101,8 @@ def markdown(record: dict) -> str:
                 continue
             spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
             per_seed = " / ".join(f"{v:.2f}" for v in values)
-            lines.append(f"| {row} | {statistics.mean(values):.2f}{spread} ({len(values)} seeds) | {per_seed} |")
+            count = f"{len(values)} seed" + "s" * (len(values) > 1)
+            lines.append(f"| {row} | {statistics.mean(values):.2f}{spread} ({count}) | {per_seed} |")
         lines.append("")
     return "\n".join(lines)
 
