@@ -222,8 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     adapters = f"projector + LoRA r={args.lora_r} on the LM" if args.lora_r else "projector only"
     teacher_row = f"teacher ({adapters})"
+    # Students of one init and Cross-Mamba setting share one init stage (the first one's): the same starting weights.
+    first = {}
+    for s in students:
+        first.setdefault((STUDENTS[s][0], STUDENTS[s][3]), s)
+    init_of = {s: first[STUDENTS[s][0], STUDENTS[s][3]] for s in students}
     names = ["compose", "align", "eval-teacher"] + [
         f"{kind}-{s}-seed{seed}" for s in students for seed in seeds for kind in ("init", "train", "eval")
+        if kind != "init" or init_of[s] == s
     ]  # fmt: skip
     names.insert(names.index("eval-distilled-seed0") + 1 if "eval-distilled-seed0" in names else len(names), "speed")
     stages = Stages(args.work_dir, names)
@@ -337,17 +343,18 @@ def main(argv: list[str] | None = None) -> int:
                 (folder / "subclone").rename(folder / "model")
                 return {}, ["model"]
 
+            init_tag = f"{init_of[name]}-seed{seed}"
             stages.run(
-                f"init-{tag}",
+                f"init-{init_tag}",
                 f"{init} student, {layers} layers, cross {cross_layers}",
                 {"teacher": str(teacher), "init": init, "layers": layers, "cross": cross_layers},
                 do_init,
             )
 
-            def do_train(folder: Path, tag=tag, alpha=alpha, feature_weight=feature_weight, seed=seed):
+            def do_train(folder: Path, init_tag=init_tag, alpha=alpha, feature_weight=feature_weight, seed=seed):
                 targs = training_args(folder / "model", args.student_steps, args.batch, args.student_lr, seed)
                 targs.resume_from_checkpoint = resume_point(folder / "model")
-                vlm = VlmDistillationArguments(teacher=str(teacher), student=str(args.work_dir / f"init-{tag}" /
+                vlm = VlmDistillationArguments(teacher=str(teacher), student=str(args.work_dir / f"init-{init_tag}" /
                                                "model"), alpha=alpha, feature_weight=feature_weight,
                                                freeze_embeddings=True)  # fmt: skip
                 started = time.perf_counter()
