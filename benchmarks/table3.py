@@ -168,7 +168,8 @@ def write_outputs(out_dir: Path, results: dict) -> None:
     if "speed" in results:
         speed = results["speed"]
         lines += ["", f"Greedy generation after a {speed['prompt']}-token prompt, median per new token, interleaved "
-                  f"in one process: teacher {1000 * speed['teacher_s_per_token']:.1f} ms, distilled student "
+                  f"in one process: teacher {1000 * speed['teacher_s_per_token']:.1f} ms, "
+                  f"{'untrained init of the ' if 'init-' in speed.get('student', '') else ''}distilled student "
                   f"{1000 * speed['student_s_per_token']:.1f} ms ({speed['speedup']:.2f}x)."]  # fmt: skip
     lines += ["", PAPER, ""]
     (out_dir / "table3.md").write_text("\n".join(lines))
@@ -199,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--speed-prompt", type=int, default=2048)
+    parser.add_argument("--speed-with-init", action="store_true", help="time generation with the distilled "
+                        "student's untrained init (same architecture) before the students train")  # fmt: skip
     parser.add_argument("--max-new-tokens", type=int, default=6, help="the longest answer + end of turn")
     args = parser.parse_args(argv)
     if (args.aligned_teacher, args.align_from, args.dinov2).count(None) != 2:
@@ -293,9 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     write_examples(args.out_dir, splits["test"], results, teacher_row)
 
     distilled = args.work_dir / "train-distilled-seed0" / "model"
+    layers = args.student_layers
 
-    def card_and_speed():
-        """The distilled student's card (with its measured exact match) and the generation speed stage."""
+    def card_and_speed(student: Path = distilled):
+        """The distilled student's card (with its measured exact match) and the generation speed stage
+        (``student``: the distilled student, or its untrained init of the same architecture)."""
         if "eval" in results["rows"].get("distilled-seed0", {}):  # the card states the measured exact match
             config = json.loads((teacher / "config.json").read_text())
             facts = {"teacher_layers": config["text_config"]["num_hidden_layers"], "student_layers": layers,
@@ -304,11 +309,11 @@ def main(argv: list[str] | None = None) -> int:
             card = build_vlm_card(results["rows"], "distilled-seed0", str(teacher), facts)
             card.save(distilled / "README.md")  # replaces the trainer's placeholder stub
             card.save(args.out_dir / "table3_card.md")
-        if distilled.is_dir():
+        if student.is_dir():
 
             def do_speed(folder: Path):
                 models = {"teacher": AutoModelForImageTextToText.from_pretrained(teacher, dtype=torch.float32),
-                          "student": AutoModelForImageTextToText.from_pretrained(distilled, dtype=torch.float32,
+                          "student": AutoModelForImageTextToText.from_pretrained(student, dtype=torch.float32,
                                                                                   trust_remote_code=True)}  # fmt: skip
                 vocab = models["teacher"].config.text_config.vocab_size
                 times = {k: [] for k in models}
@@ -318,16 +323,20 @@ def main(argv: list[str] | None = None) -> int:
                 best = {k: min(v) for k, v in times.items()}
                 return {
                     "prompt": args.speed_prompt,
+                    "student": str(student),
                     "teacher_s_per_token": best["teacher"],
                     "student_s_per_token": best["student"],
                     "speedup": best["teacher"] / best["student"],
                 }, []
 
-            results["speed"] = stages.run("speed", "per-token generation", {"prompt": args.speed_prompt}, do_speed)
+            inputs = {"prompt": args.speed_prompt, "student": str(student)}
+            results["speed"] = stages.run("speed", "per-token generation", inputs, do_speed)
             save()
 
+    timed = args.work_dir / "init-distilled-seed0" / "model" if args.speed_with_init else distilled
+    if args.speed_with_init:  # speed depends on the architecture only: measure it before any student trains
+        card_and_speed(timed)
     data = DatasetDict({"train": splits["train"], "test": splits["test"].select(range(8))})
-    layers = args.student_layers
     for name in students:
         init, alpha, feature_weight, cross = STUDENTS[name]
         for seed in seeds:
@@ -391,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             save()
             if tag == "distilled-seed0":
                 write_examples(args.out_dir, splits["test"], results, teacher_row)
-                card_and_speed()
+                card_and_speed(timed)
 
     return 0
 
