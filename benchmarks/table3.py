@@ -16,7 +16,9 @@ Stages (each resumable, under ``--work-dir``; a rerun does only what is missing)
    re-initialised for "scratch": every layer, norm and the projector fresh, the token embeddings Gemma's), ``train``
    (`train-vlm` on the same questions; token embeddings frozen in every run, ``--freeze_embeddings``), ``eval``.
 5. ``speed`` (right after the distilled student): per-token greedy generation of teacher and distilled student at
-   a ``--speed-prompt``-token prompt, in one process, decode steps of the two interleaved.
+   a ``--speed-prompt``-token prompt, in one process, decode steps of the two interleaved; with
+   ``--speed-with-init`` before any student trains, on the distilled student's init (same architecture, so the
+   same cost per token), for when CPU time may not last.
 
 Results go to ``--out-dir`` as ``table3.json`` / ``table3.md`` after every stage, so a killed run leaves what it
 measured. Not measured here: GQA, VQAv2, VizWiz, ScienceQA (no such data offline); the held-out questions are our
