@@ -1,18 +1,24 @@
 """The paper's Table 3 in small: a LLaVA teacher that can see, TransLlavaMamba students, exact-match answers.
 
     python benchmarks/table3.py --work-dir /tmp/table3 --dinov2 DINOV2_DIR          # every stage, resumable
-    python benchmarks/table3.py --work-dir /tmp/table3 --aligned-teacher DIR        # projector already trained
+    python benchmarks/table3.py --work-dir /tmp/table3 --align-from DIR             # align from a LLaVA folder
+    python benchmarks/table3.py --work-dir /tmp/table3 --aligned-teacher DIR        # teacher already aligned
 
 Stages (each resumable, under ``--work-dir``; a rerun does only what is missing):
 
 1. ``compose``: DINOv2-S/14 + Gemma-3 270M + a fresh projector at ``--image-size`` px (56 px: 16 image tokens).
-2. ``align``: LLaVA stage-1 alignment: only the projector trains (LM and vision tower frozen), answer-token CE on
-   the training questions of `transmamba.vqa_eval` (Fashion-MNIST train images).
+2. ``align``: LLaVA stage-1 alignment: the projector trains, plus LoRA adapters on the LM (``--lora-r``, 0: none;
+   merged on save), vision tower frozen; answer-token CE on the training questions of `transmamba.vqa_eval`
+   (Fashion-MNIST train images, the class question ``--class-repeats`` times per image). ``--align-from`` starts
+   from an earlier aligned teacher (its steps are counted in the budget) instead of a freshly composed one.
 3. ``eval-teacher``: exact match of the aligned teacher on the held-out questions (Fashion-MNIST test images).
 4. per student: ``convert``/``init`` (the teacher's first ``--student-layers`` of 18 layers, or the same shape
-   re-initialised for "scratch"), ``train`` (`train-vlm` on the same questions), ``eval``.
-5. ``speed``: per-token greedy generation of teacher and distilled student at a ``--speed-prompt``-token prompt,
-   in one process, decode steps of the two interleaved.
+   re-initialised for "scratch": every layer, norm and the projector fresh, the token embeddings Gemma's), ``train``
+   (`train-vlm` on the same questions; token embeddings frozen in every run, ``--freeze_embeddings``), ``eval``.
+5. ``speed`` (right after the distilled student): per-token greedy generation of teacher and distilled student at
+   a ``--speed-prompt``-token prompt, in one process, decode steps of the two interleaved; with
+   ``--speed-with-init`` before any student trains, on the distilled student's init (same architecture, so the
+   same cost per token), for when CPU time may not last.
 
 Results go to ``--out-dir`` as ``table3.json`` / ``table3.md`` after every stage, so a killed run leaves what it
 measured. Not measured here: GQA, VQAv2, VizWiz, ScienceQA (no such data offline); the held-out questions are our
@@ -80,12 +86,19 @@ def evaluate(model_dir: Path, teacher_dir: Path, rows, max_new_tokens: int) -> d
     return evaluate_answers(model, encoder, rows, max_new_tokens)
 
 
+def trained_steps(folder: Path) -> int | None:
+    """The global step of a Trainer output folder's newest checkpoint (None without one)."""
+    checkpoint = resume_point(folder)
+    return json.loads(Path(checkpoint, "trainer_state.json").read_text())["global_step"] if checkpoint else None
+
+
 def scratch_student(subcloned: Path, output: Path) -> None:
-    """The subclone's shape with every language-model and projector weight re-initialised (vision tower kept:
-    it is frozen in every run)."""
+    """The subclone's shape with every language-model layer, norm and the projector re-initialised; the vision
+    tower and token embeddings kept (both frozen in every run, so a fresh copy could never learn)."""
     student = TransLlavaMambaForConditionalGeneration.from_pretrained(subcloned, dtype=torch.float32)
     fresh = TransLlavaMambaForConditionalGeneration(student.config)
     fresh.model.vision_tower.load_state_dict(student.model.vision_tower.state_dict())
+    fresh.get_input_embeddings().load_state_dict(student.get_input_embeddings().state_dict())
     fresh.save_pretrained(output)
     AutoProcessor.from_pretrained(subcloned).save_pretrained(output)
 
@@ -116,18 +129,18 @@ def per_token_seconds(model, prompt: int, new_tokens: int, vocab: int) -> float:
     return statistics.median(b - a for a, b in zip(timer.times, timer.times[1:], strict=False))
 
 
-def write_examples(out_dir: Path, rows, results: dict, count: int = 5) -> None:
+def write_examples(out_dir: Path, rows, results: dict, teacher_row: str, count: int = 5) -> None:
     """Five held-out examples (image, question, teacher's and distilled student's answers) as markdown + PNGs;
     image i is asked question kind i mod 4, so every kind shows up."""
     answers = {name: row["eval"]["predictions"] for name, row in results["rows"].items()
                if len(row.get("eval", {}).get("predictions", [])) == len(rows)}  # fmt: skip
-    teacher, student = answers.get("teacher (projector aligned)"), answers.get("distilled-seed0")
+    teacher, student = answers.get(teacher_row), answers.get("distilled-seed0")
     if teacher is None:
         return
     folder = out_dir / "table3_examples"
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["| image | question | answer | teacher | distilled student |", "|---|---|---|---|---|"]
-    for image in range(count):
+    for image in range(min(count, len(rows) // 4)):
         i = 4 * image + image % 4
         row = rows[i]
         row["image"].convert("L").resize((84, 84), resample=0).save(folder / f"{image}.png")
@@ -155,7 +168,11 @@ def write_outputs(out_dir: Path, results: dict) -> None:
         lines.append(f"| {name} | {' | '.join(cells)} | {row.get('budget', '-')} | {row.get('train_seconds', '-')} "
                      f"| {ev.get('seconds', '-')} |")  # fmt: skip
     if "speed" in results:
-        lines += ["", f"Generation at a {results['speed']['prompt']}-token prompt: {results['speed']}"]
+        speed = results["speed"]
+        lines += ["", f"Greedy generation after a {speed['prompt']}-token prompt, median per new token, interleaved "
+                  f"in one process: teacher {1000 * speed['teacher_s_per_token']:.1f} ms, "
+                  f"{'untrained init of the ' if 'init-' in speed.get('student', '') else ''}distilled student "
+                  f"{1000 * speed['student_s_per_token']:.1f} ms ({speed['speedup']:.2f}x)."]  # fmt: skip
     lines += ["", PAPER, ""]
     (out_dir / "table3.md").write_text("\n".join(lines))
 
@@ -166,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/experiments"))
     parser.add_argument("--dinov2", type=Path, help="DINOv2 folder (offline_dinov2_teacher.py) for `compose`.")
     parser.add_argument("--aligned-teacher", type=Path, help="use this aligned teacher; skips compose and align.")
+    parser.add_argument("--align-from", type=Path, help="align this LLaVA folder (e.g. an earlier, projector-only "
+                        "aligned teacher) instead of a freshly composed one; skips compose.")  # fmt: skip
+    parser.add_argument("--lora-r", type=int, default=16, help="LoRA rank on the teacher's LM while aligning (0: none)")
+    parser.add_argument("--class-repeats", type=int, default=2, help="class questions per training image")
+    parser.add_argument("--align-lr", type=float, default=1e-3)
+    parser.add_argument("--student-lr", type=float, default=1e-3)
     parser.add_argument("--image-size", type=int, default=56)
     parser.add_argument("--source", default="default", choices=SOURCES, help="question images (Fashion-MNIST).")
     parser.add_argument("--train-images", type=int, default=2000)
@@ -179,10 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--speed-prompt", type=int, default=2048)
-    parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--speed-with-init", action="store_true", help="time generation with the distilled "
+                        "student's untrained init (same architecture) before the students train")  # fmt: skip
+    parser.add_argument("--max-new-tokens", type=int, default=6, help="the longest answer + end of turn")
     args = parser.parse_args(argv)
-    if args.aligned_teacher is None and args.dinov2 is None:
-        parser.error("give --dinov2 (to compose and align a teacher) or --aligned-teacher")
+    if (args.aligned_teacher, args.align_from, args.dinov2).count(None) != 2:
+        parser.error("give one of --dinov2 (compose and align a teacher), --align-from or --aligned-teacher")
     students = [s for s in args.students.split(",") if s]
     unknown = sorted(set(students) - set(STUDENTS))
     if unknown:
@@ -194,14 +219,24 @@ def main(argv: list[str] | None = None) -> int:
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": {}}  # fmt: skip
     results["machine"] = f"{platform.processor() or platform.machine()}, 2-core CPU, shared, 1 thread, torch " \
                          f"{torch.__version__}"  # fmt: skip
-    splits = vqa_splits(args.source, args.train_images, args.eval_images)
+    splits = vqa_splits(args.source, args.train_images, args.eval_images, class_repeats=args.class_repeats)
     results["questions"] = (
-        f"{len(splits['test'])} questions on the first {args.eval_images} test images ({args.source}); training "
-        f"questions on {len(splits['train']) // 4} train images"
+        f"{len(splits['test'])} questions on the first {args.eval_images} test images ({args.source}); training: "
+        f"{len(splits['train'])} questions on {args.train_images} train images (the class question "
+        f"{args.class_repeats}x per image)"
     )
+    adapters = f"projector + LoRA r={args.lora_r} on the LM" if args.lora_r else "projector only"
+    teacher_row = f"teacher ({adapters})"
+    # Students of one init and Cross-Mamba setting share one init stage (the first one's): the same starting weights.
+    first = {}
+    for s in students:
+        first.setdefault((STUDENTS[s][0], STUDENTS[s][3]), s)
+    init_of = {s: first[STUDENTS[s][0], STUDENTS[s][3]] for s in students}
     names = ["compose", "align", "eval-teacher"] + [
         f"{kind}-{s}-seed{seed}" for s in students for seed in seeds for kind in ("init", "train", "eval")
-    ] + ["speed"]  # fmt: skip
+        if kind != "init" or init_of[s] == s
+    ]  # fmt: skip
+    names.insert(names.index("eval-distilled-seed0") + 1 if "eval-distilled-seed0" in names else len(names), "speed")
     stages = Stages(args.work_dir, names)
 
     def save():
@@ -210,33 +245,41 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.aligned_teacher is not None:
         teacher = args.aligned_teacher
-        checkpoint = resume_point(teacher)  # its trainer_state.json says how far it trained
-        state = json.loads(Path(checkpoint, "trainer_state.json").read_text()) if checkpoint else {}
-        results["rows"].setdefault("teacher (projector aligned)", {})["budget"] = (
-            f"{state.get('global_step', '?')} steps x batch {args.batch}, projector only"
+        results["rows"].setdefault(teacher_row, {})["budget"] = (
+            f"{trained_steps(teacher) or '?'} steps x batch {args.batch}, {adapters}"
         )
     else:
+        base = args.align_from
+        if base is None:
 
-        def do_compose(folder: Path):
-            return compose(args.dinov2, packaged_gemma_gguf(), folder / "model", image_size=args.image_size), ["model"]
+            def do_compose(folder: Path):
+                model = compose(args.dinov2, packaged_gemma_gguf(), folder / "model", image_size=args.image_size)
+                return model, ["model"]
 
-        stages.run("compose", "DINOv2-S/14 + Gemma-3 270M + fresh projector", {"size": args.image_size}, do_compose)
+            stages.run("compose", "DINOv2-S/14 + Gemma-3 270M + fresh projector", {"size": args.image_size},
+                       do_compose)  # fmt: skip
+            base = args.work_dir / "compose" / "model"
+        earlier = trained_steps(base)  # an already aligned starting point: its steps are part of the budget
 
         def do_align(folder: Path):
-            targs = training_args(folder / "run", args.align_steps, args.batch, 2e-3, 0)
-            targs.output_dir = str(folder / "model")
+            targs = training_args(folder / "model", args.align_steps, args.batch, args.align_lr, 0)
             targs.resume_from_checkpoint = resume_point(folder / "model")
             started = time.perf_counter()
-            trainer = align(AlignArguments(teacher=str(args.work_dir / "compose" / "model"),
-                                           source=args.source, max_train_images=args.train_images), targs)  # fmt: skip
+            trainer = align(AlignArguments(teacher=str(base), source=args.source, max_train_images=args.train_images,
+                                           class_repeats=args.class_repeats, lora_r=args.lora_r,
+                                           lora_alpha=2 * max(1, args.lora_r)), targs)  # fmt: skip
             losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
             return {"seconds": round(time.perf_counter() - started), "first_loss": losses[:1],
                     "last_loss": losses[-1:]}, ["model/model.safetensors"]  # fmt: skip
 
-        out = stages.run("align", "train the projector (LM frozen)", {"steps": args.align_steps}, do_align)
+        inputs = {"steps": args.align_steps, "from": str(base), "lora": args.lora_r, "classes": args.class_repeats,
+                  "lr": args.align_lr}  # fmt: skip
+        out = stages.run("align", f"train the {adapters}", inputs, do_align)
         teacher = args.work_dir / "align" / "model"
-        results["rows"].setdefault("teacher (projector aligned)", {}).update(
-            budget=f"{args.align_steps} steps x batch {args.batch}, projector only", train_seconds=out["seconds"]
+        before = f"{earlier} projector-only steps (earlier run) + " if earlier else ""
+        results["rows"].setdefault(teacher_row, {}).update(
+            budget=f"{before}{args.align_steps} steps x batch {args.batch}, {adapters}, lr {args.align_lr}",
+            train_seconds=out["seconds"],
         )
     save()
 
@@ -249,13 +292,53 @@ def main(argv: list[str] | None = None) -> int:
         {"teacher": str(teacher), "questions": len(splits["test"])},
         do_eval_teacher,
     )
-    results["rows"]["teacher (projector aligned)"]["eval"] = ev
+    results["rows"][teacher_row]["eval"] = ev
     results["chance"] = round(100 * ev["chance"], 1)
     save()
-    write_examples(args.out_dir, splits["test"], results)
+    write_examples(args.out_dir, splits["test"], results, teacher_row)
 
-    data = DatasetDict({"train": splits["train"], "test": splits["test"].select(range(8))})
+    distilled = args.work_dir / "train-distilled-seed0" / "model"
     layers = args.student_layers
+
+    def card_and_speed(student: Path = distilled):
+        """The distilled student's card (with its measured exact match) and the generation speed stage
+        (``student``: the distilled student, or its untrained init of the same architecture)."""
+        if "eval" in results["rows"].get("distilled-seed0", {}):  # the card states the measured exact match
+            config = json.loads((teacher / "config.json").read_text())
+            facts = {"teacher_layers": config["text_config"]["num_hidden_layers"], "student_layers": layers,
+                     "machine": results["machine"], "repo": "transllava-mamba-distilled",
+                     "gemma": config["text_config"]["model_type"].startswith("gemma")}  # fmt: skip
+            card = build_vlm_card(results["rows"], "distilled-seed0", str(teacher), facts)
+            card.save(distilled / "README.md")  # replaces the trainer's placeholder stub
+            card.save(args.out_dir / "table3_card.md")
+        if student.is_dir():
+
+            def do_speed(folder: Path):
+                models = {"teacher": AutoModelForImageTextToText.from_pretrained(teacher, dtype=torch.float32),
+                          "student": AutoModelForImageTextToText.from_pretrained(student, dtype=torch.float32,
+                                                                                  trust_remote_code=True)}  # fmt: skip
+                vocab = models["teacher"].config.text_config.vocab_size
+                times = {k: [] for k in models}
+                for _ in range(2):  # interleaved: both see the same load
+                    for key, model in models.items():
+                        times[key].append(per_token_seconds(model.eval(), args.speed_prompt, 8, vocab))
+                best = {k: min(v) for k, v in times.items()}
+                return {
+                    "prompt": args.speed_prompt,
+                    "student": str(student),
+                    "teacher_s_per_token": best["teacher"],
+                    "student_s_per_token": best["student"],
+                    "speedup": best["teacher"] / best["student"],
+                }, []
+
+            inputs = {"prompt": args.speed_prompt, "student": str(student)}
+            results["speed"] = stages.run("speed", "per-token generation", inputs, do_speed)
+            save()
+
+    timed = args.work_dir / "init-distilled-seed0" / "model" if args.speed_with_init else distilled
+    if args.speed_with_init:  # speed depends on the architecture only: measure it before any student trains
+        card_and_speed(timed)
+    data = DatasetDict({"train": splits["train"], "test": splits["test"].select(range(8))})
     for name in students:
         init, alpha, feature_weight, cross = STUDENTS[name]
         for seed in seeds:
@@ -271,18 +354,20 @@ def main(argv: list[str] | None = None) -> int:
                 (folder / "subclone").rename(folder / "model")
                 return {}, ["model"]
 
+            init_tag = f"{init_of[name]}-seed{seed}"
             stages.run(
-                f"init-{tag}",
+                f"init-{init_tag}",
                 f"{init} student, {layers} layers, cross {cross_layers}",
                 {"teacher": str(teacher), "init": init, "layers": layers, "cross": cross_layers},
                 do_init,
             )
 
-            def do_train(folder: Path, tag=tag, alpha=alpha, feature_weight=feature_weight, seed=seed):
-                targs = training_args(folder / "model", args.student_steps, args.batch, 1e-3, seed)
+            def do_train(folder: Path, init_tag=init_tag, alpha=alpha, feature_weight=feature_weight, seed=seed):
+                targs = training_args(folder / "model", args.student_steps, args.batch, args.student_lr, seed)
                 targs.resume_from_checkpoint = resume_point(folder / "model")
-                vlm = VlmDistillationArguments(teacher=str(teacher), student=str(args.work_dir / f"init-{tag}" /
-                                               "model"), alpha=alpha, feature_weight=feature_weight)  # fmt: skip
+                vlm = VlmDistillationArguments(teacher=str(teacher), student=str(args.work_dir / f"init-{init_tag}" /
+                                               "model"), alpha=alpha, feature_weight=feature_weight,
+                                               freeze_embeddings=True)  # fmt: skip
                 started = time.perf_counter()
                 train_vlm(vlm, targs, data)
                 return {"seconds": round(time.perf_counter() - started)}, ["model/model.safetensors"]
@@ -290,13 +375,20 @@ def main(argv: list[str] | None = None) -> int:
             out = stages.run(
                 f"train-{tag}",
                 f"train-vlm alpha={alpha} feature_weight={feature_weight}",
-                {"steps": args.student_steps, "alpha": alpha, "fw": feature_weight},
+                {
+                    "steps": args.student_steps,
+                    "alpha": alpha,
+                    "fw": feature_weight,
+                    "lr": args.student_lr,
+                    "teacher": str(teacher),
+                    "frozen_embeddings": True,
+                },
                 do_train,
             )
             row = results["rows"].setdefault(tag, {})
             row.update(
-                budget=f"{args.student_steps} steps x batch {args.batch}, alpha {alpha}, features "
-                f"{feature_weight}, {layers} layers, cross-Mamba {cross_layers}",
+                budget=f"{args.student_steps} steps x batch {args.batch}, lr {args.student_lr}, alpha {alpha}, "
+                f"features {feature_weight}, {layers} layers, cross-Mamba {cross_layers}, embeddings frozen",
                 train_seconds=out["seconds"],
             )
             save()
@@ -308,38 +400,10 @@ def main(argv: list[str] | None = None) -> int:
                 lambda folder, d=student_dir: (evaluate(d, teacher, splits["test"], args.max_new_tokens), []),
             )
             save()
-    write_examples(args.out_dir, splits["test"], results)
+            if tag == "distilled-seed0":
+                write_examples(args.out_dir, splits["test"], results, teacher_row)
+                card_and_speed(timed)
 
-    distilled = args.work_dir / "train-distilled-seed0" / "model"
-    if "eval" in results["rows"].get("distilled-seed0", {}):  # the card states the measured exact match
-        config = json.loads((teacher / "config.json").read_text())
-        facts = {"teacher_layers": config["text_config"]["num_hidden_layers"], "student_layers": layers,
-                 "machine": results["machine"], "repo": "transllava-mamba-distilled",
-                 "gemma": config["text_config"]["model_type"].startswith("gemma")}  # fmt: skip
-        card = build_vlm_card(results["rows"], "distilled-seed0", str(teacher), facts)
-        card.save(distilled / "README.md")  # replaces the trainer's placeholder stub
-        card.save(args.out_dir / "table3_card.md")
-    if distilled.is_dir():
-
-        def do_speed(folder: Path):
-            models = {"teacher": AutoModelForImageTextToText.from_pretrained(teacher, dtype=torch.float32),
-                      "student": AutoModelForImageTextToText.from_pretrained(distilled, dtype=torch.float32,
-                                                                              trust_remote_code=True)}  # fmt: skip
-            vocab = models["teacher"].config.text_config.vocab_size
-            times = {k: [] for k in models}
-            for _ in range(2):  # interleaved: both see the same load
-                for key, model in models.items():
-                    times[key].append(per_token_seconds(model.eval(), args.speed_prompt, 16, vocab))
-            best = {k: min(v) for k, v in times.items()}
-            return {
-                "prompt": args.speed_prompt,
-                "teacher_s_per_token": best["teacher"],
-                "student_s_per_token": best["student"],
-                "speedup": best["teacher"] / best["student"],
-            }, []
-
-        results["speed"] = stages.run("speed", "per-token generation", {"prompt": args.speed_prompt}, do_speed)
-        save()
     return 0
 
 

@@ -49,3 +49,29 @@ def test_only_the_projector_trains_and_a_tied_checkpoint_resumes(tied_teacher, t
 def test_bad_arguments_are_one_message(capsys):
     assert main(["--teacher", "x", "--max_train_images", "0", "--output_dir", "o"]) == 2
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_lora_alignment_trains_projector_and_lm_adapters_and_saves_them_merged(tied_teacher, tmp_path):
+    before = LlavaForConditionalGeneration.from_pretrained(tied_teacher).state_dict()
+    args = AlignArguments(teacher=str(tied_teacher), source="digits", max_train_images=40, max_eval_images=2,
+                          lora_r=2, lora_alpha=4, class_repeats=2)  # fmt: skip
+    out = tmp_path / "aligned"
+    trainer = run(args, training_args(out, max_steps=4, learning_rate=1e-2))
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    adapters = {n for n in trainable if ".lora_A." in n or ".lora_B." in n}
+    assert adapters and all("language_model" in n for n in adapters)
+    assert trainable - adapters == {n for n in trainable if "multi_modal_projector" in n} != set()
+    assert len(trainer.train_dataset) == 40 * 5  # the class question twice per image
+
+    saved = LlavaForConditionalGeneration.from_pretrained(out).state_dict()
+    assert set(saved) == set(before)  # merged: no adapter or base_layer keys left
+    changed = {k for k in before if not torch.equal(before[k], saved[k])}
+    lm = {k for k in changed if not k.startswith("model.multi_modal_projector.")}
+    assert lm and all(k.startswith("model.language_model.layers.") and k.endswith("_proj.weight") for k in lm)
+    assert any(k.startswith("model.multi_modal_projector.") for k in changed)
+    assert not any("vision_tower" in k or "embed_tokens" in k for k in changed)
+
+
+def test_bad_lora_rank_is_refused():
+    with pytest.raises(ValueError, match="--lora_r at least 0"):
+        AlignArguments(teacher="x", lora_r=-1)

@@ -252,6 +252,20 @@ def test_short_distillation_lowers_the_loss_and_exports_the_student(pair, data, 
     assert "pipeline_tag: image-text-to-text" in (tmp_path / "out" / "README.md").read_text()
 
 
+def test_ce_only_runs_without_the_teacher_and_frozen_embeddings_stay_put(pair, data, tmp_path):
+    teacher_dir, student_dir = pair
+    args = VlmDistillationArguments(teacher=teacher_dir, student=student_dir, alpha=1.0, freeze_embeddings=True)
+    trainer = train_vlm(args, training_args(tmp_path / "out", max_steps=3), data).trainer
+    assert trainer.teacher is None and not trainer.model.needs_teacher  # no teacher forward at alpha 1
+    assert {"task_loss"} == {k for k in trainer.state.log_history[0] if k.endswith("_loss")}
+    initial = type(trainer.model.student).from_pretrained(student_dir).state_dict()
+    trained = trainer.model.student.state_dict()
+    key = "model.language_model.embed_tokens.weight"
+    assert torch.equal(trained[key], initial[key])
+    assert not torch.equal(trained["model.multi_modal_projector.linear_1.weight"],
+                           initial["model.multi_modal_projector.linear_1.weight"])  # fmt: skip
+
+
 def test_accumulating_2_batches_of_2_equals_one_batch_of_4(pair, data, tmp_path):
     """Rows of one template (equal lengths, so every micro-batch has as many tokens as the next)."""
     teacher_dir, student_dir = pair

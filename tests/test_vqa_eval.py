@@ -71,6 +71,19 @@ def test_question_rows_hold_four_llava_conversations_per_image():
     assert answers == ["yes", "no", "yes"]  # balanced by image index
 
 
+def test_class_repeats_weights_the_class_question_and_keeps_the_rest():
+    features = Features({"image": Image(), "label": ClassLabel(names=list(FASHION.names))})
+    images = Dataset.from_dict({"image": [np.zeros((8, 8), dtype=np.uint8)] * 2, "label": [7, 4]}, features=features)
+    once, thrice = question_rows(images, FASHION), question_rows(images, FASHION, class_repeats=3)
+    assert len(thrice) == 12 and thrice["kind"][:6] == ["class"] * 3 + ["yes_no", "attribute_yes_no", "attribute"]
+    assert thrice["answer"][:3] == ["sneaker"] * 3 and thrice["label"] == [7] * 6 + [4] * 6
+    assert [r["question"] for r in thrice if r["kind"] != "class"] == [
+        r["question"] for r in once if r["kind"] != "class"
+    ]  # same seeded yes/no candidates
+    with pytest.raises(ValueError, match="class_repeats must be at least 1"):
+        question_rows(images, FASHION, class_repeats=0)
+
+
 @pytest.mark.parametrize(
     ("prediction", "reference", "same"),
     [

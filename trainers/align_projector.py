@@ -1,12 +1,16 @@
 """Stage-1 alignment of a LLaVA teacher (LLaVA's "feature alignment"): train only the projector, LM and vision
 tower frozen, on image-text conversations, so a composed teacher (DINOv2 + Gemma-3, random projector) can see.
+``--lora_r N`` adds LoRA adapters (rank N) on the language model's attention and MLP projections beside the
+projector: a projector alone left Gemma-3 270M near chance and never ending its answers (it did not learn the
+end-of-turn token); the adapters are merged into the saved teacher, which loads as a plain LLaVA model.
 
 The loss is the answer-token cross-entropy (the assistant's tokens only), the model is wrapped like a student
 (``DistillationModel`` with no distiller) and trained by the same ``DistillationTrainer``, so checkpoints,
 ``--resume_from_checkpoint`` and the export of a clean model folder behave as in ``train``/``train-vlm``.
 
     python -m transmamba.trainers.align_projector --teacher gemma-llava --output_dir gemma-llava-aligned \\
-        --max_train_images 2000 --max_steps 300 --per_device_train_batch_size 8 --learning_rate 2e-3
+        --max_train_images 2000 --max_steps 300 --per_device_train_batch_size 8 --learning_rate 2e-3 \\
+        --lora_r 16 --class_repeats 2
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .baselines import NoDistillation
 from .build import train_and_export
 from .llava_distill import answer_positions
 from .trainer import DistillationTrainer
+from .vlm_lora import TEACHER_LORA_TARGETS, add_vlm_lora, base_student, check_lora_options
 from .wrapper import DistillationModel, DistillationOutput
 
 logger = logging.getLogger("transmamba.align_projector")
@@ -41,6 +46,9 @@ class AlignArguments:
     )
     max_train_images: int = field(default=2000, metadata={"help": "Train images (4 questions each)."})
     max_eval_images: int = field(default=25, metadata={"help": "Held-out test images for the eval loss."})
+    class_repeats: int = field(default=1, metadata={"help": "Class questions per train image (a sampling weight)."})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the LM's projections (0: projector only)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha (with --lora_r)."})
     prompt_format: str = field(
         default="auto",
         metadata={
@@ -54,6 +62,10 @@ class AlignArguments:
             raise ValueError("--max_train_images and --max_eval_images must be at least 1.")
         if self.source not in SOURCES:
             raise ValueError(f"--source must be one of {', '.join(SOURCES)}, got {self.source!r}.")
+        if self.class_repeats < 1 or self.lora_r < 0:
+            raise ValueError("--class_repeats must be at least 1 and --lora_r at least 0 (0: no adapters).")
+        if self.lora_r:
+            check_lora_options(self.lora_r, self.lora_alpha, 0.0)
 
 
 class AnswerCEModel(DistillationModel):
@@ -65,21 +77,24 @@ class AnswerCEModel(DistillationModel):
         super().__init__(model, NoDistillation(), alpha=1.0)
 
     def forward(self, input_ids, pixel_values, labels, attention_mask=None) -> DistillationOutput:
-        out = self.student.model(
+        model = base_student(self.student)  # a PeftModel's adapters live inside its base model
+        out = model.model(
             input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, use_cache=False,
             return_dict=True,
         )  # fmt: skip
         scored, targets = answer_positions(labels)
-        task = F.cross_entropy(self.student.lm_head(out.last_hidden_state[scored]).float(), targets)
+        task = F.cross_entropy(model.lm_head(out.last_hidden_state[scored]).float(), targets)
         return DistillationOutput(loss=task, logs={"task_loss": task.detach()} if self.training else None)
 
 
-def freeze_all_but_projector(model: torch.nn.Module) -> int:
-    """Only ``multi_modal_projector`` trains; returns its parameter count."""
+def freeze_all_but_projector(model: torch.nn.Module, lora_r: int = 0, lora_alpha: int = 32) -> torch.nn.Module:
+    """Only ``multi_modal_projector`` trains (and, with ``lora_r``, LoRA adapters on the language model); returns
+    the model to train (a ``PeftModel`` with adapters)."""
     model.requires_grad_(False)
-    projector = model.model.multi_modal_projector
-    projector.requires_grad_(True)
-    return sum(p.numel() for p in projector.parameters())
+    if lora_r:
+        model = add_vlm_lora(model, lora_r, lora_alpha, targets=TEACHER_LORA_TARGETS)
+    base_student(model).model.multi_modal_projector.requires_grad_(True)
+    return model
 
 
 def run(args: AlignArguments, training_args: TrainingArguments) -> DistillationTrainer:
@@ -87,14 +102,16 @@ def run(args: AlignArguments, training_args: TrainingArguments) -> DistillationT
     training_args.label_names = ["labels"]
     training_args.prediction_loss_only = True
     set_seed(training_args.seed)
-    splits = vqa_splits(args.source, args.max_train_images, args.max_eval_images, seed=training_args.seed)
+    splits = vqa_splits(args.source, args.max_train_images, args.max_eval_images, seed=training_args.seed,
+                        class_repeats=args.class_repeats)  # fmt: skip
     processor = AutoProcessor.from_pretrained(args.teacher)
     encoder = LlavaConversationEncoder(processor, prompt_format=args.prompt_format)
     pad = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else 0
     model = AutoModelForImageTextToText.from_pretrained(args.teacher, dtype=torch.float32)
-    trainable = freeze_all_but_projector(model)
-    logger.warning("align_projector: %d trainable projector parameters, %d conversations", trainable,
-                   len(splits["train"]))  # fmt: skip
+    model = freeze_all_but_projector(model, args.lora_r, args.lora_alpha)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.warning("align_projector: %d trainable parameters (projector%s), %d conversations", trainable,
+                   f" + LoRA r={args.lora_r}" if args.lora_r else "", len(splits["train"]))  # fmt: skip
     trainer = DistillationTrainer(
         model=AnswerCEModel(model),
         args=training_args,

@@ -146,6 +146,14 @@ class VlmDistillationArguments:
     train_vision_tower: bool = field(
         default=False, metadata={"help": "Also train the vision tower (frozen by default, as LLaVA does)."}
     )
+
+    freeze_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the token embeddings (and a tied lm_head) frozen: Gemma-3's 262k-token table is 168M "
+            "of a 270M student's parameters, and its Adam update dominates a CPU step."
+        },
+    )
     lora: bool = field(
         default=False,
         metadata={

@@ -155,6 +155,11 @@ class LlavaDistillationModel(DistillationModel):
         )
         super().__init__(student, distiller, alpha)
 
+    @property
+    def needs_teacher(self) -> bool:
+        """At alpha 1 the loss is the answer CE alone: the teacher's outputs would be computed and never used."""
+        return self.alpha < 1.0
+
     @torch.no_grad()
     def teacher_outputs(self, teacher: nn.Module, inputs: dict) -> dict[str, torch.Tensor]:
         """The frozen teacher's logits at the answer positions and its hidden states at the matched layers."""

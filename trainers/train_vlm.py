@@ -118,6 +118,8 @@ def train_vlm(args: VlmDistillationArguments, training_args, data=None) -> Train
     teacher = AutoModelForImageTextToText.from_pretrained(args.teacher, dtype="auto")  # frozen: its saved dtype
     student = TransLlavaMambaForConditionalGeneration.from_pretrained(args.student, dtype=torch.float32)
     student.model.vision_tower.requires_grad_(args.train_vision_tower)
+    if args.freeze_embeddings:
+        student.get_input_embeddings().requires_grad_(False)  # the tied lm_head is the same tensor
     if args.lora:
         student = add_vlm_lora(student, args.lora_r, args.lora_alpha, args.lora_dropout)
     model = LlavaDistillationModel(
@@ -132,7 +134,7 @@ def train_vlm(args: VlmDistillationArguments, training_args, data=None) -> Train
         eval_dataset=eval_data,
         data_collator=collator,
         processing_class=processor,
-        teacher=teacher,
+        teacher=teacher if model.needs_teacher else None,  # CE only (alpha 1): no teacher forward per step
     )
     metrics = train_and_export(trainer, resume)
     print(f"transmamba train-vlm: saved the student to {training_args.output_dir}")

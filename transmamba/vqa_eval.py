@@ -23,6 +23,9 @@ this the digit {candidate}?", and the attribute is its parity ("Is the digit eve
 
 The held-out questions come from the image source's **test** split (never trained on); training conversations
 with the same templates come from its train split, as GQA's and VQAv2's train/test splits share question types.
+``class_repeats`` > 1 asks the class question that many times per training image (the Trainer shuffles the
+rows, so this is a sampling weight): the class name is the one answer that names what the image shows, and one
+question in four left a 270M teacher unable to name any class.
 
 Scoring (:func:`normalize_answer`, :func:`exact_match`): lower-case; cut at the first newline; drop a trailing
 "." "!" or "?", the articles a/an/the, and a leading "it is"/"this is"; collapse white space. A prediction is
@@ -134,13 +137,17 @@ def templates_for(source: str) -> tuple[str, QuestionTemplates]:
     return source, FASHION if source == "fashion_mnist" else DIGITS
 
 
-def question_rows(images: Dataset, templates: QuestionTemplates, seed: int = 0) -> Dataset:
+def question_rows(images: Dataset, templates: QuestionTemplates, seed: int = 0, class_repeats: int = 1) -> Dataset:
     """One row per (image, question): ``image``, ``label``, ``kind``, ``question``, ``answer`` and a LLaVA
-    ``conversations`` column (the question with the short-answer instruction, the short answer)."""
+    ``conversations`` column (the question with the short-answer instruction, the short answer); the class
+    question ``class_repeats`` times per image."""
+    if class_repeats < 1:
+        raise ValueError(f"class_repeats must be at least 1, got {class_repeats}.")
     rng = np.random.default_rng(seed)
     image_index, kinds, texts, answers, conversations = [], [], [], [], []
     for index, label in enumerate(images["label"]):
-        for question in questions_for_label(int(label), index, templates, rng):
+        questions = questions_for_label(int(label), index, templates, rng)
+        for question in questions[:1] * (class_repeats - 1) + questions:
             image_index.append(index)
             kinds.append(question.kind)
             texts.append(question.question)
@@ -155,15 +162,17 @@ def question_rows(images: Dataset, templates: QuestionTemplates, seed: int = 0) 
 
 
 def vqa_splits(source: str = "default", max_train_images: int | None = None, max_eval_images: int = 100,
-               seed: int = 0) -> dict[str, Dataset]:  # fmt: skip
-    """``train`` (questions on the first train images) and ``test`` (held out: the first test images)."""
+               seed: int = 0, class_repeats: int = 1) -> dict[str, Dataset]:  # fmt: skip
+    """``train`` (questions on ``max_train_images`` shuffled train images, the class question ``class_repeats``
+    times each) and ``test`` (held out: the first test images, each question once)."""
     source, templates = templates_for(source)
     images = load_image_dataset(source)
     train, test = images["train"], images["test"]
     if max_train_images is not None:
         train = train.shuffle(seed=seed).select(range(min(max_train_images, len(train))))
     test = test.select(range(min(max_eval_images, len(test))))
-    return {"train": question_rows(train, templates, seed), "test": question_rows(test, templates, seed + 1)}
+    return {"train": question_rows(train, templates, seed, class_repeats),
+            "test": question_rows(test, templates, seed + 1)}  # fmt: skip
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
