@@ -64,19 +64,6 @@ class VideoConvertArguments:
             raise ValueError("--num-labels and --image-size must be at least 1.")
 
 
-def wants_video(argv: list[str]) -> bool:
-    """Whether a `transmamba convert` command line names a video student (``--student videomamba-*``)."""
-    for i, arg in enumerate(argv):
-        spec = (
-            arg.partition("=")[2]
-            if arg.startswith("--student=")
-            else (argv[i + 1] if arg == "--student" and i + 1 < len(argv) else None)
-        )
-        if spec is not None:
-            return spec.split(",", 1)[0].strip() in VIDEO_PRESETS
-    return False
-
-
 def parse_video_spec(spec: str) -> tuple[str, dict]:
     """``videomamba-t[,key=value...]`` -> (preset, overrides); unknown presets and fields fail here."""
     preset, *items = [part.strip() for part in _split_top_level(spec)]
