@@ -84,12 +84,12 @@ def training_epilog(prog: str, defaults: dict[str, Any]) -> str:
     """The ``--help`` paragraph that stands for the `TrainingArguments` options it does not list."""
     import textwrap
 
-    changed = ", ".join(f"--{name} {value}" for name, value in defaults.items())
+    changed = ", ".join(f"--{name}={value}" for name, value in defaults.items())
     text = (
         f"Every transformers.TrainingArguments option is accepted too ({TRAINING_EXAMPLES}, ...); this command's "
         f"defaults for them: {changed}. `{prog} {HELP_TRAINING}` lists them all (it imports torch, so it is slower)."
     )
-    return textwrap.fill(text, width=100)
+    return textwrap.fill(text, width=100, break_on_hyphens=False, break_long_words=False)
 
 
 def training_command_main(
@@ -98,10 +98,10 @@ def training_command_main(
     """`command_main` for a command taking ``ours`` + every `TrainingArguments` option (``defaults`` are ours for
     them): ``--help`` lists ours quickly, ``--help-training`` everything, anything else is a run."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if HELP_TRAINING in argv:
-        training_parser(ours, prog, description, **defaults).print_help()
-        return 0
-    if {"-h", "--help"} & set(argv):
-        parser_for((ours,), prog, description, training_epilog(prog, defaults)).print_help()
-        return 0
+    if HELP_TRAINING in argv or {"-h", "--help"} & set(argv):  # printed and exit code 0, as argparse does
+        full = HELP_TRAINING in argv
+        parser = training_parser(ours, prog, description, **defaults) if full else parser_for(
+            (ours,), prog, description, training_epilog(prog, defaults))  # fmt: skip
+        parser.print_help()
+        parser.exit()
     return command_main(lambda: training_parser(ours, prog, description, **defaults), argv, prog, work, ours)
