@@ -47,7 +47,7 @@ def convert_and_publish(args: ConvertArguments) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 2 on bad input (nothing written), 1 when only the push failed (the folder is complete)."""
     if wants_video(sys.argv[1:] if argv is None else argv):  # --student videomamba-*: its own typed converter
-        from .convert_video import main as convert_video_main
+        from .video_args import main as convert_video_main
 
         return convert_video_main(argv)
     return command_main(build_parser, argv, PROG, convert_and_publish)

@@ -18,7 +18,6 @@ The paper subclones into isotropic students only and its code has no hierarchica
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 
@@ -30,7 +29,7 @@ from ..model_cards.naming import hub_id, public_name
 from ..modeling_transmamba import VMAMBA_PRESETS, TransVMambaConfig, TransVMambaForImageClassification
 from .args import ConversionResult, ConvertArguments
 from .importance import NEEDS_DATA, Selection, select_indices
-from .student_spec import _split_top_level, _value
+from .student_spec import _split_top_level, parse_spec, teacher_fields
 from .subclone import _mixer_out, _mlp, _norm, _Plan, _Writer, summarise
 from .teachers import Teacher, default_image_size, load_image_processor, load_teacher, load_teacher_config
 
@@ -42,20 +41,8 @@ def is_vmamba_spec(spec: str) -> bool:
 
 
 def parse_vmamba_spec(spec: str) -> tuple[str, dict]:
-    """``vmamba-t[,key=value...]`` -> (preset, overrides); unknown fields fail here, before any loading."""
-    preset, *items = [part.strip() for part in _split_top_level(spec)]
-    if preset not in VMAMBA_PRESETS:
-        raise ValueError(f"Unknown VMamba preset {preset!r}; choose one of {', '.join(VMAMBA_PRESETS)}.")
-    known = set(inspect.signature(TransVMambaConfig.__init__).parameters) - {"self", "kwargs"}
-    overrides = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or key.strip() not in known:
-            raise ValueError(
-                f"Bad student override {item!r}: expected key=value with key one of {', '.join(sorted(known))}."
-            )
-        overrides[key.strip()] = _value(raw.strip())
-    return preset, overrides
+    """``vmamba-t[,key=value...]`` -> (preset, overrides); see `parse_spec`."""
+    return parse_spec(spec, VMAMBA_PRESETS, TransVMambaConfig, "VMamba")
 
 
 def teacher_stage(config: TransVMambaConfig, teacher_width: int, teacher_patch: int) -> int:
@@ -80,12 +67,7 @@ def vmamba_config_for(
 ) -> TransVMambaConfig:
     """Preset, then the teacher's image size/channels/eps/activation, then the user's overrides; shape checks."""
     preset, overrides = parse_vmamba_spec(spec)
-    from_teacher = {
-        "num_channels": teacher_config.num_channels,
-        "layer_norm_eps": teacher_config.layer_norm_eps,
-        "hidden_act": teacher_config.hidden_act,
-        "image_size": image_size,
-    }
+    from_teacher = teacher_fields(teacher_config, image_size, ("num_channels", "layer_norm_eps", "hidden_act"))
     fields = {**VMAMBA_PRESETS[preset], **from_teacher, **overrides}
     if id2label:
         fields["id2label"] = {int(k): v for k, v in id2label.items()}

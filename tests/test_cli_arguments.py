@@ -121,6 +121,8 @@ LIGHT = [
     ["--help"], ["card", "--help"], ["card", "missing-folder"], ["demo", "--help"], ["demo", "--batch-size", "0"],
     ["convert", "--help"], ["convert", "--teacher", "t", "--student", "pmamba-t", "--output", "o", "--num_batches",
                             "0"],
+    ["convert", "--student", "videomamba-t", "--help"],
+    ["convert", "--teacher", "t", "--student", "videomamba-t", "--output", "o", "--image-size", "0"],
     ["run", "--help"], ["run", "--steps", "0"], ["convert-lm", "--help"],
     ["convert-lm", "--teacher", "t", "--output", "o", "--ssm_chunk_size", "0"],
     ["train", "--help"], ["train", "--teacher", "t", "--student", "s", "--alpha", "2"],
