@@ -134,12 +134,19 @@ def student_config_for(
             f"Student MLP width {int(width * fields.get('mlp_ratio', 4.0))} exceeds the teacher's {mlp_width}; "
             f"lower mlp_ratio to at most {mlp_width / width:g}."
         )
+    return labelled_config(TransMambaConfig, fields, spec, num_labels, id2label)
+
+
+def labelled_config(config_class: type, fields: dict, spec: str, num_labels: int | None, id2label: dict | None):
+    """``config_class(**fields)`` with the teacher's labels (``id2label``) or a fresh head of ``num_labels``; a
+    value the config refuses is one message naming the spec."""
+    fields = dict(fields)
     if id2label:
         fields["id2label"] = {int(k): v for k, v in id2label.items()}
         fields["label2id"] = {v: int(k) for k, v in id2label.items()}
     elif num_labels:
         fields["num_labels"] = num_labels
     try:
-        return TransMambaConfig(**fields)
+        return config_class(**fields)
     except ValueError as error:
         raise ValueError(f"Student spec {spec!r} is invalid: {error}") from None

@@ -29,9 +29,9 @@ from ..model_cards.naming import hub_id, public_name
 from ..modeling_transmamba import VMAMBA_PRESETS, TransVMambaConfig, TransVMambaForImageClassification
 from .args import ConversionResult, ConvertArguments
 from .importance import NEEDS_DATA, Selection, select_indices
-from .student_spec import _split_top_level, parse_spec, teacher_fields
+from .student_spec import _split_top_level, labelled_config, parse_spec, teacher_fields
 from .subclone import _mixer_out, _mlp, _norm, _Plan, _Writer, summarise
-from .teachers import Teacher, default_image_size, load_image_processor, load_teacher, load_teacher_config
+from .teachers import Teacher, load_teacher
 
 COPIED_PARTS = "In one stage (the one at the teacher's stride): norms, MLPs and the attention output projections"
 
@@ -68,16 +68,8 @@ def vmamba_config_for(
     """Preset, then the teacher's image size/channels/eps/activation, then the user's overrides; shape checks."""
     preset, overrides = parse_vmamba_spec(spec)
     from_teacher = teacher_fields(teacher_config, image_size, ("num_channels", "layer_norm_eps", "hidden_act"))
-    fields = {**VMAMBA_PRESETS[preset], **from_teacher, **overrides}
-    if id2label:
-        fields["id2label"] = {int(k): v for k, v in id2label.items()}
-        fields["label2id"] = {v: int(k) for k, v in id2label.items()}
-    elif num_labels:
-        fields["num_labels"] = num_labels
-    try:
-        config = TransVMambaConfig(**fields)
-    except ValueError as error:
-        raise ValueError(f"Student spec {spec!r} is invalid: {error}") from None
+    config = labelled_config(TransVMambaConfig, {**VMAMBA_PRESETS[preset], **from_teacher, **overrides}, spec,
+                             num_labels, id2label)  # fmt: skip
     stage = teacher_stage(config, teacher_config.hidden_size, teacher_config.patch_size)
     depth, width = config.depths[stage], config.hidden_sizes[stage]
     if depth > teacher_config.num_hidden_layers:
@@ -116,19 +108,10 @@ def subclone_vmamba(teacher: Teacher, config: TransVMambaConfig, selection: Sele
 def convert_vmamba(args: ConvertArguments) -> ConversionResult:
     """`transmamba convert --student vmamba-t ...`: the same checks, importance, report, card and folder as the
     isotropic branch (`convert.py`, which dispatches here), with the hierarchical recipe above."""
-    from .convert import _default_processor, _labels, export_image_student  # convert imports this module
+    from .convert import _default_processor, _labels, export_image_student, image_teacher  # convert imports us
 
     started = time.perf_counter()
-    vlm_only = args.vlm_only_options()
-    if vlm_only:
-        raise ValueError(f"{', '.join(vlm_only)} apply to LLaVA teachers only; drop them for an image teacher.")
-    parse_vmamba_spec(args.student)
-    teacher_config = load_teacher_config(args.teacher)
-    processor = load_image_processor(args.teacher)
-    mlp_width = getattr(teacher_config, "intermediate_size", None) or int(
-        teacher_config.hidden_size * teacher_config.mlp_ratio
-    )
-    image_size = default_image_size(teacher_config, processor)
+    teacher_config, processor, mlp_width, image_size = image_teacher(args, parse_vmamba_spec)
     shape = vmamba_config_for(teacher_config, args.student, image_size, mlp_width)
     stage = teacher_stage(shape, teacher_config.hidden_size, teacher_config.patch_size)
     width, mlp = shape.hidden_sizes[stage], int(shape.hidden_sizes[stage] * shape.mlp_ratio)
