@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cli_support import command_main, parser_for
+from ..cli_support import check_positive, command_main, parser_for
 from ..folders import check_output_folder
 
 PROG = "transmamba convert-lm"
@@ -49,8 +49,7 @@ class ConvertLMArguments:
 
     def __post_init__(self) -> None:
         self.schedule, self.cycle = parse_transpoints(self.transpoints)
-        if self.ssm_chunk_size < 1:
-            raise ValueError(f"--ssm_chunk_size must be positive, got {self.ssm_chunk_size}.")
+        check_positive("--ssm_chunk_size", self.ssm_chunk_size)
         check_output_folder(Path(self.output), self.overwrite)
 
 

@@ -80,17 +80,20 @@ def parse_spec(spec: str, presets: dict, config_class: type, kind: str, extra_fi
     if preset not in presets:
         raise ValueError(f"Unknown {kind} preset {preset!r}; choose one of {', '.join(presets)}.")
     known = set(extra_fields) | (set(inspect.signature(config_class.__init__).parameters) - {"self", "kwargs"})
+    return preset, parse_overrides(items, sorted(known))
+
+
+def parse_overrides(items: list[str], known: list[str]) -> dict:
+    """``["key=value", ...]`` -> {key: value} for keys in ``known``; unknown keys and degenerate values fail."""
     overrides = {}
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or key not in known:
-            raise ValueError(
-                f"Bad student override {item!r}: expected key=value with key one of {', '.join(sorted(known))}."
-            )
+            raise ValueError(f"Bad student override {item!r}: expected key=value with key one of {', '.join(known)}.")
         overrides[key] = _value(raw.strip())
         check_override(key, overrides[key])
-    return preset, overrides
+    return overrides
 
 
 def parse_student_spec(spec: str) -> tuple[str, dict]:

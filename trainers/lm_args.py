@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transmamba.cli_support import check_fraction
+
 
 @dataclass
 class LMTrainingArguments:
@@ -23,7 +25,6 @@ class LMTrainingArguments:
     def __post_init__(self) -> None:
         if self.block_size < 2:
             raise ValueError(f"--block_size must be at least 2, got {self.block_size}.")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"--alpha must be in [0, 1], got {self.alpha}.")
+        check_fraction("--alpha", self.alpha)
         if self.dataset != "stdlib" and not Path(self.dataset).is_dir():
             raise ValueError(f"--dataset {self.dataset!r} is neither 'stdlib' nor a save_to_disk folder.")

@@ -63,6 +63,22 @@ def command_main(parser, argv: list[str] | None, prog: str, work: Callable[..., 
         return 2
 
 
+def check_fraction(option: str, value: float) -> None:
+    """A loss weight or share: one message unless it is in [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{option} must be in [0, 1], got {value}.")
+
+
+def check_positive(option: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{option} must be positive, got {value}.")
+
+
+def check_choice(option: str, value: Any, choices: tuple | list) -> None:
+    if value not in choices:
+        raise ValueError(f"{option} {value!r}: choose one of {', '.join(choices)}.")
+
+
 def option(default: Any = dataclasses.MISSING, help: str = "", **metadata: Any) -> Any:
     """A dataclass field that `HfArgumentParser` turns into an option with ``help`` (and e.g. ``choices``)."""
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
