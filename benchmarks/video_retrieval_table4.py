@@ -37,7 +37,8 @@ from transmamba.trainers.retrieval import (
     teacher_video_embedding,
     text_video_metrics,
 )
-from transmamba.trainers.train_retrieval import default_text_encoder, load_video_student
+from transmamba.trainers.retrieval_args import default_text_encoder
+from transmamba.trainers.train_retrieval import load_video_student
 
 from transmamba.video_data import load_moving_clips
 

@@ -17,6 +17,7 @@ NEEDS_DATA = ("activation", "finetune-delta")
 MIXER_INITS = ("standard", "attention")
 CONV_INITS = ("normal", "standard", "identity")
 LLAVA_STUDENT_PRESET = "transllava"
+VIDEO_STUDENT_PREFIX = "videomamba-"  # every `VIDEO_PRESETS` name
 
 
 def check_push_options(push_to_hub: str | None, dry_run: bool) -> None:
@@ -30,6 +31,20 @@ def check_push_options(push_to_hub: str | None, dry_run: bool) -> None:
             validate_repo_id(push_to_hub)
         except ValueError as error:
             raise ValueError(f"--push-to-hub {push_to_hub!r} is not a repo id like org/name ({error}).") from None
+
+
+def wants_video(argv: list[str]) -> bool:
+    """Whether a `transmamba convert` command line names a video student (``--student videomamba-*``): read from
+    the words alone, so that choosing the converter imports nothing (the video converter names its presets)."""
+    for i, arg in enumerate(argv):
+        spec = (
+            arg.partition("=")[2]
+            if arg.startswith("--student=")
+            else (argv[i + 1] if arg == "--student" and i + 1 < len(argv) else None)
+        )
+        if spec is not None:
+            return spec.split(",", 1)[0].strip().startswith(VIDEO_STUDENT_PREFIX)
+    return False
 
 
 def check_at_least(values: dict[str, int | float | None], minimum: int = 1) -> None:

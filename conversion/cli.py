@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from ..cli_support import command_main, parser_for
-from .args import ConvertArguments
+from .args import ConvertArguments, wants_video
 
 PROG = "transmamba convert"
 EPILOG = """examples:
@@ -46,10 +46,9 @@ def convert_and_publish(args: ConvertArguments) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 2 on bad input (nothing written), 1 when only the push failed (the folder is complete)."""
-    from .convert_video import main as convert_video_main
-    from .convert_video import wants_video
-
     if wants_video(sys.argv[1:] if argv is None else argv):  # --student videomamba-*: its own typed converter
+        from .video_args import main as convert_video_main
+
         return convert_video_main(argv)
     return command_main(build_parser, argv, PROG, convert_and_publish)
 

@@ -8,6 +8,7 @@ written atomically. LLaVA teachers, detected from their config, go to `convert_l
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import transformers
@@ -82,18 +83,25 @@ class _Checked:
     head_note: str
 
 
-def _check(args: ConvertArguments) -> _Checked:
-    """All cheap checks of an image teacher, in order of cost; the data is loaded (not read) last."""
+def image_teacher(args: ConvertArguments, parse_spec: Callable[[str], object]):
+    """What every image-student converter checks and reads first: no LLaVA-only option, the student spec (by the
+    family's ``parse_spec``), the teacher's config and processor; returns them with the teacher's MLP width and
+    the image size the student takes."""
     vlm_only = args.vlm_only_options()
     if vlm_only:
         raise ValueError(f"{', '.join(vlm_only)} apply to LLaVA teachers only; drop them for an image teacher.")
-    parse_student_spec(args.student)
+    parse_spec(args.student)
     teacher_config = load_teacher_config(args.teacher)
     processor = load_image_processor(args.teacher)
     mlp_width = getattr(teacher_config, "intermediate_size", None) or int(
         teacher_config.hidden_size * teacher_config.mlp_ratio
     )
-    image_size = default_image_size(teacher_config, processor)
+    return teacher_config, processor, mlp_width, default_image_size(teacher_config, processor)
+
+
+def _check(args: ConvertArguments) -> _Checked:
+    """All cheap checks of an image teacher, in order of cost; the data is loaded (not read) last."""
+    teacher_config, processor, mlp_width, image_size = image_teacher(args, parse_student_spec)
     shape = student_config_for(teacher_config, args.student, image_size, mlp_width, None, None)
     if processor is None and shape.image_size == teacher_config.image_size:
         logger.warning(

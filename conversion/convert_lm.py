@@ -12,13 +12,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoTokenizer, HfArgumentParser
-
+from ..cli_support import check_positive, command_main, parser_for
 from ..folders import check_output_folder
-from ..model_cards.stage1 import GEMMA_NOTICE, teacher_license
-from ..model_cards.switch_lm import switch_lm_card
-from .export import write_model_folder
-from .switch_lm import convert_lm
+
+PROG = "transmamba convert-lm"
 
 
 def parse_transpoints(spec: str) -> tuple[int | list[int] | str, list[int] | None]:
@@ -52,12 +49,19 @@ class ConvertLMArguments:
 
     def __post_init__(self) -> None:
         self.schedule, self.cycle = parse_transpoints(self.transpoints)
-        if self.ssm_chunk_size < 1:
-            raise ValueError(f"--ssm_chunk_size must be positive, got {self.ssm_chunk_size}.")
+        check_positive("--ssm_chunk_size", self.ssm_chunk_size)
         check_output_folder(Path(self.output), self.overwrite)
 
 
 def run(args: ConvertLMArguments) -> Path:
+    """Convert, then write the folder (weights, tokenizer, report, card) atomically; returns the folder."""
+    from transformers import AutoTokenizer
+
+    from ..model_cards.stage1 import GEMMA_NOTICE, teacher_license
+    from ..model_cards.switch_lm import switch_lm_card
+    from .export import write_model_folder
+    from .switch_lm import convert_lm
+
     student, report = convert_lm(
         args.teacher, args.schedule, args.cycle, gguf_file=args.gguf_file, ssm_chunk_size=args.ssm_chunk_size
     )
@@ -89,14 +93,11 @@ def run(args: ConvertLMArguments) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 2 on bad input (nothing written)."""
-    parser = HfArgumentParser(ConvertLMArguments, prog="transmamba convert-lm", description=__doc__.splitlines()[0])
-    try:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
-        output = run(args)
-    except ValueError as error:
-        print(f"transmamba convert-lm: error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {output}")
+    return command_main(lambda: parser_for((ConvertLMArguments,), PROG, __doc__), argv, PROG, _command)
+
+
+def _command(args: ConvertLMArguments) -> int:
+    print(f"wrote {run(args)}")
     return 0
 
 

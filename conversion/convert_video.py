@@ -1,18 +1,15 @@
 """`transmamba convert --student videomamba-t ...`: subclone an image ViT into a TransVideoMamba student.
 
-A typed :class:`VideoConvertArguments` and a thin `HfArgumentParser` wrapper; `conversion/cli.py` hands every
-``--student videomamba-*`` call here, so the image/LLaVA converter is untouched.
+The library call is `convert_video(VideoConvertArguments) -> Path`; the arguments and the thin CLI live in
+`video_args.py` (light: no torch), which `conversion/cli.py` hands every ``--student videomamba-*`` call.
 """
 
 from __future__ import annotations
 
-import inspect
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser, PretrainedConfig
+from transformers import PretrainedConfig
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ..folders import check_output_folder
@@ -21,79 +18,16 @@ from ..model_cards.video import video_student_card
 from ..modeling_transmamba import VIDEO_PRESETS, TransMambaConfig, TransVideoMambaConfig
 from .export import REPORT_NAME, write_model_folder
 from .importance import select_indices
-from .student_spec import _split_top_level, _value
+from .student_spec import parse_spec
 from .subclone import summarise
-from .subclone_video import INFLATIONS, subclone_video
+from .subclone_video import subclone_video
 from .teachers import default_image_size, load_image_processor, load_teacher, load_teacher_config
-
-
-@dataclass
-class VideoConvertArguments:
-    teacher: str = field(metadata={"help": "Hub id or folder of a ViT-family image model (ViT, DeiT, DINOv2)."})
-    student: str = field(
-        metadata={
-            "help": "videomamba-t or videomamba-s, optionally with config overrides: "
-            "'videomamba-t,num_hidden_layers=6,num_frames=16,tubelet_size=2'. Patch size, channels, norm eps and "
-            "activation come from the teacher; width and depth may not exceed the teacher's."
-        }
-    )
-    output: Path = field(metadata={"help": "Folder to write (must not exist unless --overwrite); written atomically."})
-    image_size: int | None = field(
-        default=None, metadata={"help": "Frame size (default: the teacher processor's size)."}
-    )
-    num_labels: int | None = field(default=None, metadata={"help": "Classes of a fresh video head (default: 2)."})
-    inflation: str = field(
-        default="centre",
-        metadata={
-            "help": "Tubelet inflation of the 2-D patch kernel: centre (VideoMamba) or mean.",
-            "choices": list(INFLATIONS),
-        },  # fmt: skip
-    )
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output folder."})
-    seed: int = field(default=0, metadata={"help": "Seed of the student's fresh parameters."})
-    base_model: str | None = field(default=None, metadata={"help": "Hub id to record as base_model in the card."})
-
-    def __post_init__(self) -> None:
-        self.output = Path(self.output)
-        parse_video_spec(self.student)
-        if self.inflation not in INFLATIONS:
-            raise ValueError(f"--inflation must be one of {', '.join(INFLATIONS)}, got {self.inflation!r}.")
-        if (self.num_labels is not None and self.num_labels < 1) or (
-            self.image_size is not None and self.image_size < 1
-        ):
-            raise ValueError("--num-labels and --image-size must be at least 1.")
-
-
-def wants_video(argv: list[str]) -> bool:
-    """Whether a `transmamba convert` command line names a video student (``--student videomamba-*``)."""
-    for i, arg in enumerate(argv):
-        spec = (
-            arg.partition("=")[2]
-            if arg.startswith("--student=")
-            else (argv[i + 1] if arg == "--student" and i + 1 < len(argv) else None)
-        )
-        if spec is not None:
-            return spec.split(",", 1)[0].strip() in VIDEO_PRESETS
-    return False
+from .video_args import VideoConvertArguments
 
 
 def parse_video_spec(spec: str) -> tuple[str, dict]:
-    """``videomamba-t[,key=value...]`` -> (preset, overrides); unknown presets and fields fail here."""
-    preset, *items = [part.strip() for part in _split_top_level(spec)]
-    if preset not in VIDEO_PRESETS:
-        raise ValueError(f"Unknown video student preset {preset!r}; choose one of {', '.join(VIDEO_PRESETS)}.")
-    known = {"num_frames", "tubelet_size"} | (
-        set(inspect.signature(TransMambaConfig.__init__).parameters) - {"self", "kwargs"}
-    )
-    overrides = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or key.strip() not in known:
-            raise ValueError(
-                f"Bad student override {item!r}: expected key=value with key one of {', '.join(sorted(known))}."
-            )
-        overrides[key.strip()] = _value(raw.strip())
-    return preset, overrides
+    """``videomamba-t[,key=value...]`` -> (preset, overrides); see `parse_spec`."""
+    return parse_spec(spec, VIDEO_PRESETS, TransMambaConfig, "video student", ("num_frames", "tubelet_size"))
 
 
 def video_student_config(args: VideoConvertArguments, teacher_config: PretrainedConfig, image_size: int):
@@ -186,19 +120,3 @@ def convert_video(args: VideoConvertArguments) -> Path:
     print(f"wrote {output} in {time.perf_counter() - started:.1f}s: {student.num_parameters():,} params; details in "
           f"{REPORT_NAME}")  # fmt: skip
     return output
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Exit 0 on success, 2 on bad input (one message, nothing written)."""
-    parser = HfArgumentParser(VideoConvertArguments, prog="transmamba convert")
-    try:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
-        convert_video(args)
-    except ValueError as error:
-        print(f"transmamba convert: error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

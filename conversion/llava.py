@@ -36,7 +36,7 @@ from ..model_checks import check_weights
 from .args import CONV_INITS, LLAVA_STUDENT_PRESET, MIXER_INITS
 from .attention_init import attention_informed
 from .importance import _energy, top_indices
-from .student_spec import _split_top_level, _value
+from .student_spec import _split_top_level, parse_overrides
 
 # Text models whose decoder layers have LLaMA's module names and semantics (plain RMSNorm, gated MLP, o_proj).
 LLAMA_LIKE = ("llama", "mistral", "qwen2")
@@ -113,16 +113,8 @@ def parse_student(spec: str) -> dict:
             f"A LLaVA teacher converts into the {STUDENT_PRESET!r} student, optionally with overrides like "
             f"'{STUDENT_PRESET},num_hidden_layers=8,hidden_size=512'; got preset {preset!r}."
         )
-    fields = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or key not in STUDENT_FIELDS:
-            raise ValueError(
-                f"Bad student override {item!r}: expected key=value with key one of {', '.join(STUDENT_FIELDS)}."
-            )
-        fields["num_layers" if key == "num_hidden_layers" else key] = _value(raw.strip())
-    return fields
+    overrides = parse_overrides(items, list(STUDENT_FIELDS))
+    return {"num_layers" if key == "num_hidden_layers" else key: value for key, value in overrides.items()}
 
 
 def attention_width(text: PretrainedConfig) -> int:

@@ -67,23 +67,38 @@ def check_override(key: str, value) -> None:
             )
 
 
-def parse_student_spec(spec: str) -> tuple[str, dict]:
-    """``preset[,key=value...]`` -> (preset, overrides); unknown presets and fields fail here, before any loading."""
+def teacher_fields(teacher_config: PretrainedConfig, image_size: int, names=_COPIED_FROM_TEACHER) -> dict:
+    """What a student takes from its teacher whatever its family: the fields the copied weights need, and the
+    image size."""
+    return {**{name: getattr(teacher_config, name) for name in names}, "image_size": image_size}
+
+
+def parse_spec(spec: str, presets: dict, config_class: type, kind: str, extra_fields: tuple[str, ...] = ()):
+    """``preset[,key=value...]`` -> (preset, overrides) for every student family (``kind`` names it in the
+    messages); unknown presets, unknown fields and degenerate values fail here, before any loading."""
     preset, *items = [part.strip() for part in _split_top_level(spec)]
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown student preset {preset!r}; choose one of {', '.join(PRESETS)}.")
-    known = set(inspect.signature(TransMambaConfig.__init__).parameters) - {"self", "kwargs"}
+    if preset not in presets:
+        raise ValueError(f"Unknown {kind} preset {preset!r}; choose one of {', '.join(presets)}.")
+    known = set(extra_fields) | (set(inspect.signature(config_class.__init__).parameters) - {"self", "kwargs"})
+    return preset, parse_overrides(items, sorted(known))
+
+
+def parse_overrides(items: list[str], known: list[str]) -> dict:
+    """``["key=value", ...]`` -> {key: value} for keys in ``known``; unknown keys and degenerate values fail."""
     overrides = {}
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or key not in known:
-            raise ValueError(
-                f"Bad student override {item!r}: expected key=value with key one of {', '.join(sorted(known))}."
-            )
+            raise ValueError(f"Bad student override {item!r}: expected key=value with key one of {', '.join(known)}.")
         overrides[key] = _value(raw.strip())
         check_override(key, overrides[key])
-    return preset, overrides
+    return overrides
+
+
+def parse_student_spec(spec: str) -> tuple[str, dict]:
+    """An isotropic image student's spec (``pmamba-s,num_hidden_layers=6``), see `parse_spec`."""
+    return parse_spec(spec, PRESETS, TransMambaConfig, "student")
 
 
 def student_config_for(
@@ -96,13 +111,7 @@ def student_config_for(
 ) -> TransMambaConfig:
     """The student's config: preset, then the teacher's shape fields, then the user's overrides (checked)."""
     preset, overrides = parse_student_spec(spec)
-    from_teacher = {
-        "patch_size": teacher_config.patch_size,
-        "num_channels": teacher_config.num_channels,
-        "layer_norm_eps": teacher_config.layer_norm_eps,
-        "hidden_act": teacher_config.hidden_act,
-        "image_size": image_size,
-    }
+    from_teacher = teacher_fields(teacher_config, image_size)
     for key in _COPIED_FROM_TEACHER:
         if key in overrides and overrides[key] != from_teacher[key]:
             copied = "patch embedding" if key == "patch_size" else "weights"
@@ -128,12 +137,19 @@ def student_config_for(
             f"Student MLP width {int(width * fields.get('mlp_ratio', 4.0))} exceeds the teacher's {mlp_width}; "
             f"lower mlp_ratio to at most {mlp_width / width:g}."
         )
+    return labelled_config(TransMambaConfig, fields, spec, num_labels, id2label)
+
+
+def labelled_config(config_class: type, fields: dict, spec: str, num_labels: int | None, id2label: dict | None):
+    """``config_class(**fields)`` with the teacher's labels (``id2label``) or a fresh head of ``num_labels``; a
+    value the config refuses is one message naming the spec."""
+    fields = dict(fields)
     if id2label:
         fields["id2label"] = {int(k): v for k, v in id2label.items()}
         fields["label2id"] = {v: int(k) for k, v in id2label.items()}
     elif num_labels:
         fields["num_labels"] = num_labels
     try:
-        return TransMambaConfig(**fields)
+        return config_class(**fields)
     except ValueError as error:
         raise ValueError(f"Student spec {spec!r} is invalid: {error}") from None

@@ -228,6 +228,14 @@ def subclone(teacher: Teacher, config: TransMambaConfig, selection: Selection, s
     student = TransMambaForImageClassification(config).eval()
     w, plan = _Writer(student, teacher), _Plan(teacher, config, selection)
     _embeddings(w, plan)
+    blocks_and_head(w, plan, teacher, config, mixer_init)
+    return student, w.report()
+
+
+def blocks_and_head(w: _Writer, plan: _Plan, teacher: Teacher, config, mixer_init: str = "standard") -> None:
+    """What every isotropic student (image, video) takes from its teacher past the embeddings: each block's
+    norms, mixer output projection (and, with ``mixer_init="attention"``, its attention) and MLP, the final norm
+    and the head."""
     for i in range(config.num_hidden_layers):
         block = teacher.blocks[i]
         _norm(w, plan, f"transmamba.layers.{i}.layernorm_before", block.norm_before)
@@ -239,7 +247,6 @@ def subclone(teacher: Teacher, config: TransMambaConfig, selection: Selection, s
             _mlp(w, plan, i)
     _norm(w, plan, "transmamba.layernorm", teacher.final_norm)
     _head(w, plan)
-    return student, w.report()
 
 
 def summarise(report: dict[str, dict], student: TransMambaForImageClassification) -> dict:

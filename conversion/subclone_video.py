@@ -18,10 +18,9 @@ import torch
 
 from ..modeling_transmamba import TransMambaForVideoClassification, TransVideoMambaConfig
 from .importance import Selection
-from .subclone import _head, _mixer_out, _mlp, _norm, _Plan, _positions, _Writer
+from .subclone import _Plan, _positions, _Writer, blocks_and_head
 from .teachers import Teacher
-
-INFLATIONS = ("centre", "mean")
+from .video_args import INFLATIONS
 
 
 def inflate_patch_kernel(weight: torch.Tensor, tubelet_size: int, inflation: str = "centre") -> torch.Tensor:
@@ -65,15 +64,7 @@ def subclone_video(
     student = TransMambaForVideoClassification(config).eval()
     w, plan = _Writer(student, teacher), _Plan(teacher, config, selection)
     _video_embeddings(w, plan, inflation)
-    for i in range(config.num_hidden_layers):
-        block = teacher.blocks[i]
-        _norm(w, plan, f"transmamba.layers.{i}.layernorm_before", block.norm_before)
-        _mixer_out(w, plan, i)
-        if config.mlp_ratio > 0:
-            _norm(w, plan, f"transmamba.layers.{i}.layernorm_after", block.norm_after)
-            _mlp(w, plan, i)
-    _norm(w, plan, "transmamba.layernorm", teacher.final_norm)
-    _head(w, plan)
+    blocks_and_head(w, plan, teacher, config)
     return student, w.report()
 
 

@@ -18,7 +18,6 @@ The paper subclones into isotropic students only and its code has no hierarchica
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 
@@ -30,9 +29,9 @@ from ..model_cards.naming import hub_id, public_name
 from ..modeling_transmamba import VMAMBA_PRESETS, TransVMambaConfig, TransVMambaForImageClassification
 from .args import ConversionResult, ConvertArguments
 from .importance import NEEDS_DATA, Selection, select_indices
-from .student_spec import _split_top_level, _value
+from .student_spec import _split_top_level, labelled_config, parse_spec, teacher_fields
 from .subclone import _mixer_out, _mlp, _norm, _Plan, _Writer, summarise
-from .teachers import Teacher, default_image_size, load_image_processor, load_teacher, load_teacher_config
+from .teachers import Teacher, load_teacher
 
 COPIED_PARTS = "In one stage (the one at the teacher's stride): norms, MLPs and the attention output projections"
 
@@ -42,20 +41,8 @@ def is_vmamba_spec(spec: str) -> bool:
 
 
 def parse_vmamba_spec(spec: str) -> tuple[str, dict]:
-    """``vmamba-t[,key=value...]`` -> (preset, overrides); unknown fields fail here, before any loading."""
-    preset, *items = [part.strip() for part in _split_top_level(spec)]
-    if preset not in VMAMBA_PRESETS:
-        raise ValueError(f"Unknown VMamba preset {preset!r}; choose one of {', '.join(VMAMBA_PRESETS)}.")
-    known = set(inspect.signature(TransVMambaConfig.__init__).parameters) - {"self", "kwargs"}
-    overrides = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or key.strip() not in known:
-            raise ValueError(
-                f"Bad student override {item!r}: expected key=value with key one of {', '.join(sorted(known))}."
-            )
-        overrides[key.strip()] = _value(raw.strip())
-    return preset, overrides
+    """``vmamba-t[,key=value...]`` -> (preset, overrides); see `parse_spec`."""
+    return parse_spec(spec, VMAMBA_PRESETS, TransVMambaConfig, "VMamba")
 
 
 def teacher_stage(config: TransVMambaConfig, teacher_width: int, teacher_patch: int) -> int:
@@ -80,22 +67,9 @@ def vmamba_config_for(
 ) -> TransVMambaConfig:
     """Preset, then the teacher's image size/channels/eps/activation, then the user's overrides; shape checks."""
     preset, overrides = parse_vmamba_spec(spec)
-    from_teacher = {
-        "num_channels": teacher_config.num_channels,
-        "layer_norm_eps": teacher_config.layer_norm_eps,
-        "hidden_act": teacher_config.hidden_act,
-        "image_size": image_size,
-    }
-    fields = {**VMAMBA_PRESETS[preset], **from_teacher, **overrides}
-    if id2label:
-        fields["id2label"] = {int(k): v for k, v in id2label.items()}
-        fields["label2id"] = {v: int(k) for k, v in id2label.items()}
-    elif num_labels:
-        fields["num_labels"] = num_labels
-    try:
-        config = TransVMambaConfig(**fields)
-    except ValueError as error:
-        raise ValueError(f"Student spec {spec!r} is invalid: {error}") from None
+    from_teacher = teacher_fields(teacher_config, image_size, ("num_channels", "layer_norm_eps", "hidden_act"))
+    config = labelled_config(TransVMambaConfig, {**VMAMBA_PRESETS[preset], **from_teacher, **overrides}, spec,
+                             num_labels, id2label)  # fmt: skip
     stage = teacher_stage(config, teacher_config.hidden_size, teacher_config.patch_size)
     depth, width = config.depths[stage], config.hidden_sizes[stage]
     if depth > teacher_config.num_hidden_layers:
@@ -134,19 +108,10 @@ def subclone_vmamba(teacher: Teacher, config: TransVMambaConfig, selection: Sele
 def convert_vmamba(args: ConvertArguments) -> ConversionResult:
     """`transmamba convert --student vmamba-t ...`: the same checks, importance, report, card and folder as the
     isotropic branch (`convert.py`, which dispatches here), with the hierarchical recipe above."""
-    from .convert import _default_processor, _labels, export_image_student  # convert imports this module
+    from .convert import _default_processor, _labels, export_image_student, image_teacher  # convert imports us
 
     started = time.perf_counter()
-    vlm_only = args.vlm_only_options()
-    if vlm_only:
-        raise ValueError(f"{', '.join(vlm_only)} apply to LLaVA teachers only; drop them for an image teacher.")
-    parse_vmamba_spec(args.student)
-    teacher_config = load_teacher_config(args.teacher)
-    processor = load_image_processor(args.teacher)
-    mlp_width = getattr(teacher_config, "intermediate_size", None) or int(
-        teacher_config.hidden_size * teacher_config.mlp_ratio
-    )
-    image_size = default_image_size(teacher_config, processor)
+    teacher_config, processor, mlp_width, image_size = image_teacher(args, parse_vmamba_spec)
     shape = vmamba_config_for(teacher_config, args.student, image_size, mlp_width)
     stage = teacher_stage(shape, teacher_config.hidden_size, teacher_config.patch_size)
     width, mlp = shape.hidden_sizes[stage], int(shape.hidden_sizes[stage] * shape.mlp_ratio)

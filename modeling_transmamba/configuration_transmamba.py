@@ -22,7 +22,7 @@ _PMAMBA = dict(
     use_cls_token=False,
     pooling="mean",
 )
-_VIM = dict(
+VIM_LAYOUT = dict(
     num_hidden_layers=24,
     scan_directions=["forward", "backward"],
     share_ssm_params=False,
@@ -37,9 +37,26 @@ PRESETS: dict[str, dict] = {
     "pmamba-t": dict(_PMAMBA, hidden_size=192),
     "pmamba-s": dict(_PMAMBA, hidden_size=384),
     "pmamba-b": dict(_PMAMBA, hidden_size=768),
-    "vim-t": dict(_VIM, hidden_size=192),
-    "vim-s": dict(_VIM, hidden_size=384),
+    "vim-t": dict(VIM_LAYOUT, hidden_size=192),
+    "vim-s": dict(VIM_LAYOUT, hidden_size=384),
 }
+
+
+# Fields the hierarchical config (configuration_vmamba.py) shares with this one under the same names: MIXER_FIELDS
+# also go unchanged into each VMamba stage's mixer config, MODEL_FIELDS are read by the model (stochastic depth,
+# weight init).
+MIXER_FIELDS = (
+    "image_size", "patch_size", "num_channels", "mlp_ratio", "hidden_act", "layer_norm_eps", "state_size", "expand",
+    "conv_kernel", "share_ssm_params", "in_proj_bias", "out_proj_bias", "conv_bias", "hidden_dropout_prob",
+    "time_step_min", "time_step_max", "time_step_floor", "scan_backend",
+)  # fmt: skip
+MODEL_FIELDS = ("drop_path_rate", "initializer_range")
+
+
+def store_fields(config: PretrainedConfig, arguments: dict, names: tuple[str, ...]) -> None:
+    """Set each of ``names`` on ``config`` from its ``__init__``'s ``arguments`` (``locals()``), unchanged."""
+    for name in names:
+        setattr(config, name, arguments[name])
 
 
 # Every saved student names all its entry points, so `AutoModel` (features) and the classifier both load remotely.
@@ -97,36 +114,17 @@ class TransMambaConfig(PretrainedConfig):
         scan_backend: str = "auto",
         **kwargs,
     ):
-        self.image_size = image_size
-        self.patch_size = patch_size
-        self.num_channels = num_channels
+        store_fields(self, locals(), (*MIXER_FIELDS, *MODEL_FIELDS))
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
-        self.mlp_ratio = mlp_ratio
-        self.hidden_act = hidden_act
-        self.layer_norm_eps = layer_norm_eps
-        self.state_size = state_size
-        self.expand = expand
         self.time_step_rank = math.ceil(hidden_size / 16) if time_step_rank == "auto" else int(time_step_rank)
-        self.conv_kernel = conv_kernel
         self.conv_dim = conv_dim
         self.scan_directions = list(scan_directions) if scan_directions is not None else list(PLAIN_MAMBA_4)
-        self.share_ssm_params = share_ssm_params
         self.direction_aware_update = direction_aware_update
         self.combine_directions = combine_directions
         self.mixer_out_norm = mixer_out_norm
         self.use_cls_token = use_cls_token
         self.pooling = pooling
-        self.in_proj_bias = in_proj_bias
-        self.out_proj_bias = out_proj_bias
-        self.conv_bias = conv_bias
-        self.hidden_dropout_prob = hidden_dropout_prob
-        self.drop_path_rate = drop_path_rate
-        self.initializer_range = initializer_range
-        self.time_step_min = time_step_min
-        self.time_step_max = time_step_max
-        self.time_step_floor = time_step_floor
-        self.scan_backend = scan_backend
         kwargs.setdefault("auto_map", dict(REMOTE_CODE_AUTO_MAP))
         super().__init__(**kwargs)
         self.validate_shape()

@@ -8,23 +8,11 @@ bidirectional scan). Subclassing keeps every mixer/block field, so the image blo
 
 from __future__ import annotations
 
-from .configuration_transmamba import TransMambaConfig
+from .configuration_transmamba import VIM_LAYOUT, TransMambaConfig
 
 # VideoMamba (OpenGVLab): 24 bidirectional Mamba blocks, widths 192 / 384, patch 16, 8 frames, tubelet 1. Our
 # blocks carry an MLP (mlp_ratio 4) so a ViT's MLPs subclone into them; mlp_ratio=0 gives the original block.
-_VIDEOMAMBA = dict(
-    num_hidden_layers=24,
-    scan_directions=["forward", "backward"],
-    share_ssm_params=False,
-    direction_aware_update=False,
-    combine_directions="mean",
-    conv_dim=1,
-    conv_kernel=4,
-    use_cls_token=True,
-    pooling="cls",
-    num_frames=8,
-    tubelet_size=1,
-)
+_VIDEOMAMBA = dict(VIM_LAYOUT, num_frames=8, tubelet_size=1)  # ViM's blocks and class token, over (t n) tokens
 VIDEO_PRESETS: dict[str, dict] = {
     "videomamba-t": dict(_VIDEOMAMBA, hidden_size=192),
     "videomamba-s": dict(_VIDEOMAMBA, hidden_size=384),

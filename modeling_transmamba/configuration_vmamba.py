@@ -14,7 +14,7 @@ except ImportError:  # pragma: no cover - depends on the installed transformers
     from transformers.utils.backbone_utils import BackboneConfigMixin
 from transformers import PretrainedConfig
 
-from .configuration_transmamba import TransMambaConfig
+from .configuration_transmamba import MIXER_FIELDS, MODEL_FIELDS, TransMambaConfig, store_fields
 from .scan_orders import SS2D_DIRECTIONS
 
 _VMAMBA = dict(
@@ -82,29 +82,10 @@ class TransVMambaConfig(BackboneConfigMixin, PretrainedConfig):
         out_indices: list[int] | None = None,
         **kwargs,
     ):
-        self.image_size = image_size
-        self.patch_size = patch_size
-        self.num_channels = num_channels
+        store_fields(self, locals(), (*MIXER_FIELDS, *MODEL_FIELDS))
         self.hidden_sizes = list(hidden_sizes) if hidden_sizes is not None else [96, 192, 384, 768]
         self.depths = list(depths) if depths is not None else [2, 2, 9, 2]
-        self.mlp_ratio = mlp_ratio
-        self.hidden_act = hidden_act
-        self.layer_norm_eps = layer_norm_eps
-        self.state_size = state_size
-        self.expand = expand
-        self.conv_kernel = conv_kernel
         self.scan_directions = list(scan_directions) if scan_directions is not None else list(SS2D_DIRECTIONS)
-        self.share_ssm_params = share_ssm_params
-        self.in_proj_bias = in_proj_bias
-        self.out_proj_bias = out_proj_bias
-        self.conv_bias = conv_bias
-        self.hidden_dropout_prob = hidden_dropout_prob
-        self.drop_path_rate = drop_path_rate
-        self.initializer_range = initializer_range
-        self.time_step_min = time_step_min
-        self.time_step_max = time_step_max
-        self.time_step_floor = time_step_floor
-        self.scan_backend = scan_backend
         kwargs.setdefault("auto_map", dict(VMAMBA_AUTO_MAP))
         super().__init__(**kwargs)
         self.validate_shape()
@@ -161,31 +142,14 @@ class TransVMambaConfig(BackboneConfigMixin, PretrainedConfig):
     def stage_mixer_config(self, stage: int) -> TransMambaConfig:
         """The ``TransMambaConfig`` that stage ``stage``'s mixers and MLPs read (its width; SS2D options)."""
         return TransMambaConfig(
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            num_channels=self.num_channels,
+            **{name: getattr(self, name) for name in MIXER_FIELDS},
             hidden_size=self.hidden_sizes[stage],
             num_hidden_layers=self.depths[stage],
-            mlp_ratio=self.mlp_ratio,
-            hidden_act=self.hidden_act,
-            layer_norm_eps=self.layer_norm_eps,
-            state_size=self.state_size,
-            expand=self.expand,
-            conv_kernel=self.conv_kernel,
             conv_dim=2,
             scan_directions=self.scan_directions,
-            share_ssm_params=self.share_ssm_params,
             direction_aware_update=False,
             combine_directions="sum",
             mixer_out_norm=True,
-            in_proj_bias=self.in_proj_bias,
-            out_proj_bias=self.out_proj_bias,
-            conv_bias=self.conv_bias,
-            hidden_dropout_prob=self.hidden_dropout_prob,
-            time_step_min=self.time_step_min,
-            time_step_max=self.time_step_max,
-            time_step_floor=self.time_step_floor,
-            scan_backend=self.scan_backend,
         )
 
     @classmethod

@@ -288,33 +288,94 @@ class TransLlavaMambaMixer(nn.Module):
         return self.out_proj(y)
 
 
-class TransLlavaMambaDecoderLayer(GradientCheckpointingLayer):
-    """``x + Mixer(RMSNorm(x))`` then ``x + MLP(RMSNorm(x))``: a LLaMA block with attention swapped for the mixer.
+class MixerDecoderLayer(GradientCheckpointingLayer):
+    """A LLaMA/Gemma decoder layer around a mixer: ``x + Mixer(RMSNorm(x))`` then ``x + MLP(RMSNorm(x))``.
 
     With ``sandwich_norms`` (Gemma) the mixer and MLP outputs are normed too before the residual add, under
     Gemma's names: ``post_attention_layernorm`` after the mixer, ``pre_/post_feedforward_layernorm`` around the
-    MLP. Without, ``post_attention_layernorm`` is the pre-MLP norm, as in LLaMA.
+    MLP. Without, ``post_attention_layernorm`` is the pre-MLP norm, as in LLaMA. The mixer sits under
+    ``mixer_name`` (TransLlava: ``mixer``, TransMamba-switch: ``self_attn``), so checkpoints keep their names.
     """
 
-    def __init__(self, config: TransLlavaMambaTextConfig, layer_idx: int):
+    def __init__(self, config, mixer_name: str, mixer: nn.Module):
         super().__init__()
         hidden, eps, offset = config.hidden_size, config.rms_norm_eps, config.norm_offset
         self.sandwich_norms = config.sandwich_norms
         self.input_layernorm = TransLlavaMambaRMSNorm(hidden, eps, offset)
-        self.mixer = TransLlavaMambaMixer(config, layer_idx)
+        setattr(self, mixer_name, mixer)
         self.post_attention_layernorm = TransLlavaMambaRMSNorm(hidden, eps, offset)
         if self.sandwich_norms:
             self.pre_feedforward_layernorm = TransLlavaMambaRMSNorm(hidden, eps, offset)
             self.post_feedforward_layernorm = TransLlavaMambaRMSNorm(hidden, eps, offset)
         self.mlp = TransLlavaMambaMLP(config)
 
-    def forward(self, hidden_states, image_mask=None, attention_mask=None, cache=None):
-        mixed = self.mixer(self.input_layernorm(hidden_states), image_mask, attention_mask, cache)
+    def add_mixed_and_mlp(self, hidden_states: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
+        """The residual adds after the mixer's output ``mixed`` (of the input-normed ``hidden_states``)."""
         if not self.sandwich_norms:
             hidden_states = hidden_states + mixed
             return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
         hidden_states = hidden_states + self.post_attention_layernorm(mixed)
         return hidden_states + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(hidden_states)))
+
+
+class TransLlavaMambaDecoderLayer(MixerDecoderLayer):
+    """A LLaMA block with attention swapped for the Mamba mixer (see `MixerDecoderLayer`)."""
+
+    def __init__(self, config: TransLlavaMambaTextConfig, layer_idx: int):
+        super().__init__(config, "mixer", TransLlavaMambaMixer(config, layer_idx))
+
+    def forward(self, hidden_states, image_mask=None, attention_mask=None, cache=None):
+        mixed = self.mixer(self.input_layernorm(hidden_states), image_mask, attention_mask, cache)
+        return self.add_mixed_and_mlp(hidden_states, mixed)
+
+
+class RecurrentLMMixin:
+    """What the two Mamba-state LMs (TransLlava, TransMamba-switch) share on top of `GenerationMixin`: the head
+    (logits_to_keep, Gemma's final soft-capping, the shifted loss) and the generation inputs for a cache that
+    `forward` creates and returns as ``cache``."""
+
+    prefill_only: tuple[str, ...] = ()  # keyword arguments only the prefill step takes (TransLlava: the images)
+
+    def lm_head_and_loss(self, hidden: torch.Tensor, text_config, logits_to_keep: int, labels, **loss_kwargs):
+        """(logits, loss or None); ``labels`` are shifted inside, -100 is ignored."""
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden)
+        cap = text_config.final_logit_softcapping
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        if labels is None:
+            return logits, None
+        loss = self.loss_function(logits=logits, labels=labels, vocab_size=text_config.vocab_size, **loss_kwargs)
+        return logits, loss
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        """generate() must not build a KV cache for us: forward creates the recurrent cache it returns."""
+        return False
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        cache=None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> dict:
+        """Prefill: the whole prompt (with the ``prefill_only`` inputs). Later steps: the tokens the cache has not
+        seen (the newest one when ``input_ids`` holds only generated tokens, after an ``inputs_embeds`` prefill)."""
+        prefill = {name: kwargs.pop(name, None) for name in self.prefill_only}
+        seen = cache.get_seq_length() if cache is not None else 0
+        if seen > 0:
+            inputs = {"input_ids": input_ids[:, seen:] if input_ids.shape[1] > seen else input_ids[:, -1:]}
+        elif inputs_embeds is not None:
+            inputs = {"inputs_embeds": inputs_embeds, **prefill}
+        else:
+            inputs = {"input_ids": input_ids, **prefill}
+        inputs.update(kwargs)  # e.g. logits_to_keep=1 at prefill, so a long prompt never materialises all logits
+        inputs.update(cache=cache, attention_mask=attention_mask, use_cache=use_cache)
+        return inputs
 
 
 class TransLlavaMambaLanguageModel(nn.Module):

@@ -19,7 +19,13 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from .configuration_transllava import TransLlavaMambaConfig
-from .mamba_lm import TransLlavaMambaCache, TransLlavaMambaLanguageModel, TransLlavaMambaMixer, TransLlavaMambaRMSNorm
+from .mamba_lm import (
+    RecurrentLMMixin,
+    TransLlavaMambaCache,
+    TransLlavaMambaLanguageModel,
+    TransLlavaMambaMixer,
+    TransLlavaMambaRMSNorm,
+)
 
 
 @dataclass
@@ -214,7 +220,8 @@ class TransLlavaMambaModel(TransLlavaMambaPreTrainedModel):
         )
 
 
-class TransLlavaMambaForConditionalGeneration(TransLlavaMambaPreTrainedModel, GenerationMixin):
+class TransLlavaMambaForConditionalGeneration(RecurrentLMMixin, TransLlavaMambaPreTrainedModel, GenerationMixin):
+    prefill_only = ("pixel_values",)
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
 
     def __init__(self, config: TransLlavaMambaConfig):
@@ -242,32 +249,6 @@ class TransLlavaMambaForConditionalGeneration(TransLlavaMambaPreTrainedModel, Ge
         return self.model.get_image_features(
             pixel_values, vision_feature_layer, vision_feature_select_strategy, **kwargs
         )
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        """generate() must not build a KV cache for us: forward creates the recurrent cache it returns."""
-        return False
-
-    def prepare_inputs_for_generation(
-        self,
-        input_ids: torch.LongTensor,
-        cache: TransLlavaMambaCache | None = None,
-        attention_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        **kwargs,
-    ) -> dict:
-        """Prefill: the whole prompt and the images. Later steps: only the newest token; the state holds the rest."""
-        if cache is not None and cache.get_seq_length() > 0:
-            inputs = {"input_ids": input_ids[:, -1:]}
-        elif inputs_embeds is not None:
-            inputs = {"inputs_embeds": inputs_embeds, "pixel_values": pixel_values}
-        else:
-            inputs = {"input_ids": input_ids, "pixel_values": pixel_values}
-        inputs.update(kwargs)  # e.g. logits_to_keep=1 at prefill, so a long prompt never materialises all logits
-        inputs.update(cache=cache, attention_mask=attention_mask, use_cache=use_cache)
-        return inputs
 
     def forward(
         self,
@@ -297,18 +278,9 @@ class TransLlavaMambaForConditionalGeneration(TransLlavaMambaPreTrainedModel, Ge
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        hidden = outputs.last_hidden_state
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden)
-        cap = self.config.text_config.final_logit_softcapping
-        if cap is not None:
-            logits = torch.tanh(logits / cap) * cap
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(
-                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
-            )
+        logits, loss = self.lm_head_and_loss(
+            outputs.last_hidden_state, self.config.text_config, logits_to_keep, labels, **kwargs
+        )
         output = TransLlavaMambaCausalLMOutput(
             loss=loss,
             logits=logits,

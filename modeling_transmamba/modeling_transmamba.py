@@ -181,18 +181,41 @@ class TransMambaPreTrainedModel(PreTrainedModel):
                 init.trunc_normal_(module.cls_token, std=self.config.initializer_range)
 
 
-class TransMambaModel(TransMambaPreTrainedModel):
-    def __init__(self, config: TransMambaConfig):
-        super().__init__(config)
-        self.embeddings = TransMambaEmbeddings(config)
-        depth = config.num_hidden_layers
-        rates = [config.drop_path_rate * i / max(1, depth - 1) for i in range(depth)]  # stochastic depth ramp
+def drop_path_rates(rate: float, depth: int) -> list[float]:
+    """Stochastic depth rising linearly from 0 to ``rate`` over ``depth`` blocks (the DeiT/ViM/VMamba ramp)."""
+    return [rate * i / max(1, depth - 1) for i in range(depth)]
+
+
+def output_flags(config, output_hidden_states: bool | None, return_dict: bool | None) -> tuple[bool, bool]:
+    """``output_hidden_states`` and ``return_dict``, the config's where the caller left them None."""
+    hidden = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+    return bool(hidden), config.return_dict if return_dict is None else return_dict
+
+
+class EncoderMixin:
+    """The isotropic encoders' body (image and video): embeddings, the blocks, a final norm, a pooled token.
+    A family names its input (``input_shape``), how the embeddings' grid reads to the scans (`scan_grid`) and
+    what it pools (`pool`)."""
+
+    input_shape = "(batch, channels, height, width)"
+
+    def init_encoder(self, config, embeddings: nn.Module) -> None:
+        self.embeddings = embeddings
+        rates = drop_path_rates(config.drop_path_rate, config.num_hidden_layers)
         self.layers = nn.ModuleList([TransMambaLayer(config, rate) for rate in rates])
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embeddings
+
+    def scan_grid(self, grid: tuple[int, ...]) -> tuple[int, int]:
+        return grid
+
+    def pool(self, hidden: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        if self.config.pooling == "cls":
+            return hidden[:, cls_token_index(grid[0] * grid[1])]
+        return hidden.mean(dim=1)
 
     def forward(
         self,
@@ -203,11 +226,10 @@ class TransMambaModel(TransMambaPreTrainedModel):
         return_dict: bool | None = None,
     ) -> TransMambaModelOutput | tuple:
         if pixel_values is None:
-            raise ValueError("pixel_values is required: a (batch, channels, height, width) tensor.")
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+            raise ValueError(f"pixel_values is required: a {self.input_shape} tensor.")
+        output_hidden_states, return_dict = output_flags(self.config, output_hidden_states, return_dict)
         hidden, grid = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        grid = self.scan_grid(grid)
         all_hidden = [hidden] if output_hidden_states else None
         all_directions = [] if output_direction_outputs else None
         for layer in self.layers:
@@ -217,24 +239,30 @@ class TransMambaModel(TransMambaPreTrainedModel):
             if all_directions is not None:
                 all_directions.append(directions)
         hidden = self.layernorm(hidden)
-        if self.config.pooling == "cls":
-            pooled = hidden[:, cls_token_index(grid[0] * grid[1])]
-        else:
-            pooled = hidden.mean(dim=1)
         output = TransMambaModelOutput(
             last_hidden_state=hidden,
-            pooler_output=pooled,
+            pooler_output=self.pool(hidden, grid),
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
             direction_outputs=tuple(all_directions) if all_directions is not None else None,
         )
         return output if return_dict else output.to_tuple()
 
 
-class TransMambaForImageClassification(TransMambaPreTrainedModel):
+class TransMambaModel(EncoderMixin, TransMambaPreTrainedModel):
     def __init__(self, config: TransMambaConfig):
         super().__init__(config)
+        self.init_encoder(config, TransMambaEmbeddings(config))
+
+
+class ClassifierMixin:
+    """What every family's classifier shares: a linear head (``classifier``) on the encoder's ``pooler_output``
+    and the task loss. The encoder is the attribute named ``base_model_prefix`` (checkpoint names unchanged)."""
+
+    output_class: type[ModelOutput] = TransMambaImageClassifierOutput
+
+    def init_classifier(self, config, encoder: nn.Module) -> None:
         self.num_labels = config.num_labels
-        self.transmamba = TransMambaModel(config)
+        setattr(self, self.base_model_prefix, encoder)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
@@ -246,9 +274,9 @@ class TransMambaForImageClassification(TransMambaPreTrainedModel):
         output_direction_outputs: bool | None = None,
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
-    ) -> TransMambaImageClassifierOutput | tuple:
+    ) -> ModelOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.transmamba(
+        outputs = getattr(self, self.base_model_prefix)(
             pixel_values,
             output_hidden_states=output_hidden_states,
             output_direction_outputs=output_direction_outputs,
@@ -257,13 +285,16 @@ class TransMambaForImageClassification(TransMambaPreTrainedModel):
         )
         logits = self.classifier(outputs.pooler_output)
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
-        output = TransMambaImageClassifierOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=outputs.hidden_states,
-            direction_outputs=outputs.direction_outputs,
+        output = self.output_class(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, direction_outputs=outputs.direction_outputs
         )
         return output if return_dict else output.to_tuple()
+
+
+class TransMambaForImageClassification(ClassifierMixin, TransMambaPreTrainedModel):
+    def __init__(self, config: TransMambaConfig):
+        super().__init__(config)
+        self.init_classifier(config, TransMambaModel(config))
 
 
 __all__ = [

@@ -21,11 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .configuration_transmamba_switch import TransMambaSwitchConfig
-from .mamba_lm import TransLlavaMambaEmbedding, TransLlavaMambaMLP, TransLlavaMambaRMSNorm
+from .mamba_lm import MixerDecoderLayer, RecurrentLMMixin, TransLlavaMambaEmbedding, TransLlavaMambaRMSNorm
 from .switch_cache import TransMambaSwitchCache
 from .switch_ssm import memory_converter, ssd, ssm_step
 
@@ -199,28 +198,14 @@ class TransMambaSwitchMixer(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(hidden.shape[0], hidden.shape[1], -1))
 
 
-class TransMambaSwitchDecoderLayer(GradientCheckpointingLayer):
+class TransMambaSwitchDecoderLayer(MixerDecoderLayer):
     """``x + Mixer(RMSNorm(x))``, ``x + MLP(RMSNorm(x))``; Gemma's sandwich norms with ``sandwich_norms``."""
 
     def __init__(self, config: TransMambaSwitchConfig, layer_idx: int):
-        super().__init__()
-        hidden, eps, offset = config.hidden_size, config.rms_norm_eps, config.norm_offset
-        self.sandwich_norms = config.sandwich_norms
-        self.input_layernorm = TransLlavaMambaRMSNorm(hidden, eps, offset)
-        self.self_attn = TransMambaSwitchMixer(config, layer_idx)
-        self.post_attention_layernorm = TransLlavaMambaRMSNorm(hidden, eps, offset)
-        if self.sandwich_norms:
-            self.pre_feedforward_layernorm = TransLlavaMambaRMSNorm(hidden, eps, offset)
-            self.post_feedforward_layernorm = TransLlavaMambaRMSNorm(hidden, eps, offset)
-        self.mlp = TransLlavaMambaMLP(config)
+        super().__init__(config, "self_attn", TransMambaSwitchMixer(config, layer_idx))
 
     def forward(self, hidden_states: torch.Tensor, cache: TransMambaSwitchCache | None = None) -> torch.Tensor:
-        mixed = self.self_attn(self.input_layernorm(hidden_states), cache)
-        if not self.sandwich_norms:
-            hidden_states = hidden_states + mixed
-            return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
-        hidden_states = hidden_states + self.post_attention_layernorm(mixed)
-        return hidden_states + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(hidden_states)))
+        return self.add_mixed_and_mlp(hidden_states, self.self_attn(self.input_layernorm(hidden_states), cache))
 
 
 class TransMambaSwitchPreTrainedModel(PreTrainedModel):
@@ -298,7 +283,7 @@ class TransMambaSwitchModel(TransMambaSwitchPreTrainedModel):
         return output if return_dict is not False else output.to_tuple()
 
 
-class TransMambaSwitchForCausalLM(TransMambaSwitchPreTrainedModel, GenerationMixin):
+class TransMambaSwitchForCausalLM(RecurrentLMMixin, TransMambaSwitchPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 
     def __init__(self, config: TransMambaSwitchConfig):
@@ -315,31 +300,6 @@ class TransMambaSwitchForCausalLM(TransMambaSwitchPreTrainedModel, GenerationMix
 
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        """generate() must not build a KV cache for us: forward creates the switching cache it returns."""
-        return False
-
-    def prepare_inputs_for_generation(
-        self,
-        input_ids: torch.LongTensor,
-        cache: TransMambaSwitchCache | None = None,
-        attention_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        **kwargs,
-    ) -> dict:
-        """Prefill: the whole prompt. Later steps: only the newest token; the cache holds the rest."""
-        if cache is not None and cache.get_seq_length() > 0:
-            inputs = {"input_ids": input_ids[:, cache.get_seq_length() :]}
-        elif inputs_embeds is not None:
-            inputs = {"inputs_embeds": inputs_embeds}
-        else:
-            inputs = {"input_ids": input_ids}
-        inputs.update(kwargs)
-        inputs.update(cache=cache, attention_mask=attention_mask, use_cache=use_cache)
-        return inputs
 
     def forward(
         self,
@@ -364,22 +324,11 @@ class TransMambaSwitchForCausalLM(TransMambaSwitchPreTrainedModel, GenerationMix
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        hidden = outputs.last_hidden_state
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden)
-        cap = self.config.final_logit_softcapping
-        if cap is not None:
-            logits = torch.tanh(logits / cap) * cap
-        loss = None
-        if labels is not None:
-            # num_items_in_batch (from the Trainer) makes gradient accumulation average over all tokens.
-            loss = self.loss_function(
-                logits=logits,
-                labels=labels,
-                vocab_size=self.config.vocab_size,
-                num_items_in_batch=kwargs.get("num_items_in_batch"),
-            )
+        # num_items_in_batch (from the Trainer) makes gradient accumulation average over all tokens.
+        logits, loss = self.lm_head_and_loss(
+            outputs.last_hidden_state, self.config, logits_to_keep, labels,
+            num_items_in_batch=kwargs.get("num_items_in_batch"),
+        )  # fmt: skip
         output = TransMambaSwitchCausalLMOutput(
             loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
         )

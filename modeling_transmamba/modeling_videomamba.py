@@ -18,7 +18,7 @@ from transformers import initialization as init
 
 from .configuration_videomamba import TransVideoMambaConfig
 from .mixer import TransMambaMixer
-from .modeling_transmamba import TransMambaImageClassifierOutput, TransMambaLayer, TransMambaModelOutput
+from .modeling_transmamba import ClassifierMixin, EncoderMixin, TransMambaImageClassifierOutput
 
 
 @dataclass
@@ -149,85 +149,29 @@ class TransVideoMambaPreTrainedModel(PreTrainedModel):
             init.zeros_(module.temporal_position_embeddings)
 
 
-class TransVideoMambaModel(TransVideoMambaPreTrainedModel):
+class TransVideoMambaModel(EncoderMixin, TransVideoMambaPreTrainedModel):
     """The encoder: ``last_hidden_state`` is ``[cls, (t n)]``; ``pooler_output`` the class token after the norm."""
 
+    input_shape = "(batch, frames, channels, height, width)"
+
     def __init__(self, config: TransVideoMambaConfig):
         super().__init__(config)
-        self.embeddings = TransVideoMambaEmbeddings(config)
-        depth = config.num_hidden_layers
-        rates = [config.drop_path_rate * i / max(1, depth - 1) for i in range(depth)]
-        self.layers = nn.ModuleList([TransMambaLayer(config, rate) for rate in rates])
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.post_init()
+        self.init_encoder(config, TransVideoMambaEmbeddings(config))
 
-    def get_input_embeddings(self) -> nn.Module:
-        return self.embeddings.patch_embeddings
+    def scan_grid(self, grid: tuple[int, int, int]) -> tuple[int, int]:
+        t, h, w = grid
+        return t * h, w  # 1-D scans read only the length; the grid names the (t n) layout
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_direction_outputs: bool | None = None,
-        interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
-    ) -> TransMambaModelOutput | tuple:
-        if pixel_values is None:
-            raise ValueError("pixel_values is required: a (batch, frames, channels, height, width) tensor.")
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        hidden, (t, h, w) = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-        grid = (t * h, w)  # 1-D scans read only the length; the grid names the (t n) layout
-        all_hidden = [hidden] if output_hidden_states else None
-        all_directions = [] if output_direction_outputs else None
-        for layer in self.layers:
-            hidden, directions = layer(hidden, grid, bool(output_direction_outputs))
-            if all_hidden is not None:
-                all_hidden.append(hidden)
-            if all_directions is not None:
-                all_directions.append(directions)
-        hidden = self.layernorm(hidden)
-        output = TransMambaModelOutput(
-            last_hidden_state=hidden,
-            pooler_output=hidden[:, 0],
-            hidden_states=tuple(all_hidden) if all_hidden is not None else None,
-            direction_outputs=tuple(all_directions) if all_directions is not None else None,
-        )
-        return output if return_dict else output.to_tuple()
+    def pool(self, hidden: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        return hidden[:, 0]
 
 
-class TransMambaForVideoClassification(TransVideoMambaPreTrainedModel):
+class TransMambaForVideoClassification(ClassifierMixin, TransVideoMambaPreTrainedModel):
+    output_class = TransVideoMambaClassifierOutput
+
     def __init__(self, config: TransVideoMambaConfig):
         super().__init__(config)
-        self.num_labels = config.num_labels
-        self.transmamba = TransVideoMambaModel(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
-        self.post_init()
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_direction_outputs: bool | None = None,
-        interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
-    ) -> TransVideoMambaClassifierOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.transmamba(
-            pixel_values,
-            output_hidden_states=output_hidden_states,
-            output_direction_outputs=output_direction_outputs,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            return_dict=True,
-        )
-        logits = self.classifier(outputs.pooler_output)
-        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
-        output = TransVideoMambaClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, direction_outputs=outputs.direction_outputs
-        )
-        return output if return_dict else output.to_tuple()
+        self.init_classifier(config, TransVideoMambaModel(config))
 
 
 __all__ = [

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BackboneOutput
-from transformers.utils import ModelOutput
 
 try:  # transformers >= 5.x moved the mixins; older versions keep them under utils
     from transformers.backbone_utils import BackboneMixin
@@ -21,12 +20,19 @@ except ImportError:  # pragma: no cover - depends on the installed transformers
 
 from .configuration_vmamba import TransVMambaConfig, image_size_message
 from .mixer import TransMambaMixer
-from .modeling_transmamba import TransMambaLayer
+from .modeling_transmamba import (
+    ClassifierMixin,
+    TransMambaImageClassifierOutput,
+    TransMambaLayer,
+    TransMambaModelOutput,
+    drop_path_rates,
+    output_flags,
+)
 
 
 @dataclass
-class TransVMambaModelOutput(ModelOutput):
-    """Encoder output.
+class TransVMambaModelOutput(TransMambaModelOutput):
+    """Encoder output: the isotropic encoder's fields.
 
     last_hidden_state: final tokens after the last norm, (batch, length, hidden) in raster order.
     hidden_states: the stem output then each stage's output, ``(batch, channels, height, width)``.
@@ -34,18 +40,10 @@ class TransVMambaModelOutput(ModelOutput):
     share of the mixer output in that scan's order (what the WSAB distillation compares with the teacher).
     """
 
-    last_hidden_state: torch.Tensor | None = None
-    pooler_output: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    direction_outputs: tuple[torch.Tensor, ...] | None = None
-
 
 @dataclass
-class TransVMambaImageClassifierOutput(ModelOutput):
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    direction_outputs: tuple[torch.Tensor, ...] | None = None
+class TransVMambaImageClassifierOutput(TransMambaImageClassifierOutput):
+    """Same fields as the isotropic classifier's: loss, logits, hidden_states, direction_outputs."""
 
 
 class TransVMambaStem(nn.Module):
@@ -132,8 +130,7 @@ class TransVMambaEncoder(nn.Module):
 
     def __init__(self, config: TransVMambaConfig):
         super().__init__()
-        total = config.num_hidden_layers
-        rates = [config.drop_path_rate * i / max(1, total - 1) for i in range(total)]  # one ramp over all blocks
+        rates = drop_path_rates(config.drop_path_rate, config.num_hidden_layers)  # one ramp over all blocks
         self.stem = TransVMambaStem(config)
         starts = [sum(config.depths[:i]) for i in range(config.num_stages)]
         self.stages = nn.ModuleList(
@@ -178,12 +175,8 @@ class TransVMambaModel(TransVMambaPreTrainedModel):
         embeddings, any image whose sides are multiples of ``config.total_stride`` works."""
         if pixel_values is None:
             raise ValueError("pixel_values is required: a (batch, channels, height, width) tensor.")
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        hidden, maps, directions = self.encoder(
-            pixel_values, bool(output_hidden_states), bool(output_direction_outputs)
-        )
+        output_hidden_states, return_dict = output_flags(self.config, output_hidden_states, return_dict)
+        hidden, maps, directions = self.encoder(pixel_values, output_hidden_states, bool(output_direction_outputs))
         tokens = self.layernorm(hidden.flatten(1, 2))
         output = TransVMambaModelOutput(
             last_hidden_state=tokens,
@@ -194,39 +187,12 @@ class TransVMambaModel(TransVMambaPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-class TransVMambaForImageClassification(TransVMambaPreTrainedModel):
+class TransVMambaForImageClassification(ClassifierMixin, TransVMambaPreTrainedModel):
+    output_class = TransVMambaImageClassifierOutput
+
     def __init__(self, config: TransVMambaConfig):
         super().__init__(config)
-        self.num_labels = config.num_labels
-        self.vmamba = TransVMambaModel(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
-        self.post_init()
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_direction_outputs: bool | None = None,
-        interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
-    ) -> TransVMambaImageClassifierOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.vmamba(
-            pixel_values,
-            output_hidden_states=output_hidden_states,
-            output_direction_outputs=output_direction_outputs,
-            return_dict=True,
-        )
-        logits = self.classifier(outputs.pooler_output)
-        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
-        output = TransVMambaImageClassifierOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=outputs.hidden_states,
-            direction_outputs=outputs.direction_outputs,
-        )
-        return output if return_dict else output.to_tuple()
+        self.init_classifier(config, TransVMambaModel(config))
 
 
 class TransVMambaBackbone(BackboneMixin, TransVMambaPreTrainedModel):
@@ -259,9 +225,7 @@ class TransVMambaBackbone(BackboneMixin, TransVMambaPreTrainedModel):
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
     ) -> BackboneOutput | tuple:
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states, return_dict = output_flags(self.config, output_hidden_states, return_dict)
         _, maps, _ = self.encoder(pixel_values, True, False)
         features = tuple(
             self.hidden_states_norms[name](hidden).permute(0, 3, 1, 2).contiguous()

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transmamba.cli_support import check_choice, check_fraction, check_positive
+
 DISTILLATIONS = ("wsab", "wsab+logits", "feature", "logits", "none")
 WEIGHTINGS = ("misaligned", "aligned", "uniform")
 FEATURE_METRICS = ("cosine", "mse")
@@ -17,12 +19,9 @@ def _check_common(args) -> None:
     for name in ("teacher", "student"):
         if not str(getattr(args, name)).strip():
             raise ValueError(f"--{name} is empty; pass a {name} (see --help).")
-    if not 0.0 <= args.alpha <= 1.0:
-        raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}.")
-    if not args.temperature > 0:
-        raise ValueError(f"--temperature must be positive, got {args.temperature}.")
-    if args.feature_metric not in FEATURE_METRICS:
-        raise ValueError(f"--feature_metric {args.feature_metric!r}: choose one of {', '.join(FEATURE_METRICS)}.")
+    check_fraction("--alpha", args.alpha)
+    check_positive("--temperature", args.temperature)
+    check_choice("--feature_metric", args.feature_metric, FEATURE_METRICS)
     low = [f"--{n}" for n in ("max_train_samples", "max_eval_samples") if (getattr(args, n) or 1) < 1]
     if low:
         raise ValueError(f"{', '.join(low)} must be at least 1.")
@@ -95,12 +94,9 @@ class DistillationArguments:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        if self.distillation not in DISTILLATIONS:
-            raise ValueError(f"--distillation {self.distillation!r}: choose one of {', '.join(DISTILLATIONS)}.")
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"--weighting {self.weighting!r}: choose one of {', '.join(WEIGHTINGS)}.")
-        if not self.tau > 0:
-            raise ValueError(f"--tau must be positive, got {self.tau}.")
+        check_choice("--distillation", self.distillation, DISTILLATIONS)
+        check_choice("--weighting", self.weighting, WEIGHTINGS)
+        check_positive("--tau", self.tau)
         if self.cls_weight is not None and self.cls_weight < 0:
             raise ValueError(f"--cls_weight must be >= 0, got {self.cls_weight}.")
         if not 0 < self.inherited_lr_scale <= 1:

@@ -112,6 +112,28 @@ class AnswerDistillation(nn.Module):
         return DistillLoss(loss, logs)
 
 
+def answer_distiller(student_text: PretrainedConfig, teacher_text: PretrainedConfig, temperature: float,
+                     feature_weight: float, feature_metric: str) -> AnswerDistillation:  # fmt: skip
+    """The distillation terms between two language models' configs; they must share one vocabulary."""
+    if student_text.vocab_size != teacher_text.vocab_size:
+        raise ValueError(
+            f"Logits KD needs one vocabulary: the student has {student_text.vocab_size} tokens, the teacher "
+            f"{teacher_text.vocab_size}. Convert the student from this teacher."
+        )
+    return AnswerDistillation(student_text.num_hidden_layers, teacher_text.num_hidden_layers,
+                              student_text.hidden_size, teacher_text.hidden_size, temperature, feature_weight,
+                              feature_metric)  # fmt: skip
+
+
+def mixed_loss(model: DistillationModel, task: torch.Tensor, logits: torch.Tensor, hidden_states, teacher_logits,
+               teacher_hidden, mask: torch.Tensor) -> DistillationOutput:  # fmt: skip
+    """``alpha * task + (1 - alpha) * distillation`` at the scored positions, with both terms logged."""
+    result = model.distiller(logits, hidden_states, teacher_logits, teacher_hidden, mask)
+    loss = model.alpha * task + (1.0 - model.alpha) * result.loss
+    logs = {"task_loss": task.detach(), "distill_loss": result.loss.detach(), **result.logs}
+    return DistillationOutput(loss=loss, logs=logs)
+
+
 def _check_student(student: nn.Module) -> None:
     if type(student).__name__ != "TransLlavaMambaForConditionalGeneration":
         raise ValueError(
@@ -120,13 +142,9 @@ def _check_student(student: nn.Module) -> None:
         )
 
 
-class LlavaDistillationModel(DistillationModel):
-    """TransLlavaMamba student + :class:`AnswerDistillation`; ``forward`` takes the teacher's answer logits and
-    matched hidden states (from :meth:`teacher_outputs`) and returns the mixed loss while training, the answer
-    CE in eval mode.
-    """
-
-    pipeline_tag = "image-text-to-text"
+class LanguageDistillationModel(DistillationModel):
+    """A language-model student + :class:`AnswerDistillation` toward a teacher of the same vocabulary; a subclass
+    says which student it takes and where the two language models' configs are (`text_configs`)."""
 
     def __init__(
         self,
@@ -137,28 +155,33 @@ class LlavaDistillationModel(DistillationModel):
         feature_weight: float = 1.0,
         feature_metric: str = "cosine",
     ):
-        _check_student(base_student(student))
-        text, teacher_text = base_student(student).config.text_config, teacher_config.text_config
-        if text.vocab_size != teacher_text.vocab_size:
-            raise ValueError(
-                f"Logits KD needs one vocabulary: the student has {text.vocab_size} tokens, the teacher "
-                f"{teacher_text.vocab_size}. Convert the student from this teacher."
-            )
-        distiller = AnswerDistillation(
-            text.num_hidden_layers,
-            teacher_text.num_hidden_layers,
-            text.hidden_size,
-            teacher_text.hidden_size,
-            temperature,
-            feature_weight,
-            feature_metric,
-        )
+        text, teacher_text = self.text_configs(student, teacher_config)
+        distiller = answer_distiller(text, teacher_text, temperature, feature_weight, feature_metric)
         super().__init__(student, distiller, alpha)
 
     @property
     def needs_teacher(self) -> bool:
         """At alpha 1 the loss is the answer CE alone: the teacher's outputs would be computed and never used."""
         return self.alpha < 1.0
+
+    @staticmethod
+    def text_configs(student: nn.Module, teacher_config: PretrainedConfig):
+        """(student's, teacher's) language-model config; a ValueError for a student of the wrong kind."""
+        raise NotImplementedError
+
+
+class LlavaDistillationModel(LanguageDistillationModel):
+    """TransLlavaMamba student + :class:`AnswerDistillation`; ``forward`` takes the teacher's answer logits and
+    matched hidden states (from :meth:`teacher_outputs`) and returns the mixed loss while training, the answer
+    CE in eval mode.
+    """
+
+    pipeline_tag = "image-text-to-text"
+
+    @staticmethod
+    def text_configs(student: nn.Module, teacher_config: PretrainedConfig):
+        _check_student(base_student(student))
+        return base_student(student).config.text_config, teacher_config.text_config
 
     @torch.no_grad()
     def teacher_outputs(self, teacher: nn.Module, inputs: dict) -> dict[str, torch.Tensor]:
@@ -200,7 +223,4 @@ class LlavaDistillationModel(DistillationModel):
         if not distill:
             return DistillationOutput(loss=task, logs={"task_loss": task.detach()} if self.training else None)
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        result = self.distiller(logits, out.hidden_states, teacher_logits, teacher_hidden, mask.bool())
-        loss = self.alpha * task + (1.0 - self.alpha) * result.loss
-        logs = {"task_loss": task.detach(), "distill_loss": result.loss.detach(), **result.logs}
-        return DistillationOutput(loss=loss, logs=logs)
+        return mixed_loss(self, task, logits, out.hidden_states, teacher_logits, teacher_hidden, mask.bool())

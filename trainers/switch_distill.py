@@ -13,41 +13,20 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig
 
-from .llava_distill import AnswerDistillation, answer_positions
-from .wrapper import DistillationModel, DistillationOutput
+from .llava_distill import LanguageDistillationModel, answer_positions, mixed_loss
+from .wrapper import DistillationOutput
 
 
-class SwitchDistillationModel(DistillationModel):
+class SwitchDistillationModel(LanguageDistillationModel):
     """TransMamba-switch student + :class:`AnswerDistillation` on all next-token positions."""
 
     pipeline_tag = "text-generation"
 
-    def __init__(
-        self,
-        student: nn.Module,
-        teacher_config: PretrainedConfig,
-        alpha: float = 0.5,
-        temperature: float = 2.0,
-        feature_weight: float = 1.0,
-        feature_metric: str = "cosine",
-    ):
+    @staticmethod
+    def text_configs(student: nn.Module, teacher_config: PretrainedConfig):
         if type(student).__name__ != "TransMambaSwitchForCausalLM":
             raise ValueError(f"The student is a {type(student).__name__}; convert the teacher with convert-lm first.")
-        if student.config.vocab_size != teacher_config.vocab_size:
-            raise ValueError(
-                f"Logits KD needs one vocabulary: the student has {student.config.vocab_size} tokens, the teacher "
-                f"{teacher_config.vocab_size}. Convert the student from this teacher."
-            )
-        distiller = AnswerDistillation(
-            student.config.num_hidden_layers,
-            teacher_config.num_hidden_layers,
-            student.config.hidden_size,
-            teacher_config.hidden_size,
-            temperature,
-            feature_weight,
-            feature_metric,
-        )
-        super().__init__(student, distiller, alpha)
+        return student.config, teacher_config
 
     @torch.no_grad()
     def teacher_outputs(self, teacher: nn.Module, inputs: dict) -> dict[str, torch.Tensor]:
@@ -82,8 +61,4 @@ class SwitchDistillationModel(DistillationModel):
         if not distill:
             return DistillationOutput(loss=task, logs={"task_loss": task.detach()} if self.training else None)
         mask = torch.ones_like(input_ids, dtype=torch.bool)
-        result = self.distiller(logits, out.hidden_states, teacher_logits, teacher_hidden, mask)
-        loss = self.alpha * task + (1.0 - self.alpha) * result.loss
-        return DistillationOutput(
-            loss=loss, logs={"task_loss": task.detach(), "distill_loss": result.loss.detach(), **result.logs}
-        )
+        return mixed_loss(self, task, logits, out.hidden_states, teacher_logits, teacher_hidden, mask)

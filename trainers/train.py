@@ -2,9 +2,10 @@
 
 Runs as ``transmamba train ...`` and as ``accelerate launch -m transmamba.trainers.train ...`` (DDP, FSDP or
 DeepSpeed come from the accelerate config; there is no distributed code here). ``--help`` lists our options
-first, then every ``TrainingArguments`` option. The library call is ``train(DistillationArguments,
-TrainingArguments) -> TrainResult``: inputs are checked (every split's labels included) before any weight loads, a
-killed run resumes from its newest complete checkpoint, and the student is saved before the final evaluation.
+(quickly: no torch) and ``--help-training`` every ``TrainingArguments`` option too. The library call is
+``train(DistillationArguments, TrainingArguments) -> TrainResult``: inputs are checked (every split's labels
+included) before any weight loads, a killed run resumes from its newest complete checkpoint, and the student is
+saved before the final evaluation.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from transmamba.cli_support import command_main, parser_for
+from transmamba.cli_support import training_command_main, training_parser
 
 from .args import DistillationArguments, TrainResult
 
@@ -20,12 +21,14 @@ logger = logging.getLogger("transmamba.train")
 LORA_TARGETS = ["in_proj", "out_proj", "fc1", "fc2"]
 
 
-def build_parser():
-    from transformers import TrainingArguments
+PROG = "transmamba train"
+# Defaults for this command: accuracy every epoch, the student folder as output, no trackers unless asked.
+TRAINING_DEFAULTS = {"output_dir": "transmamba-student", "eval_strategy": "epoch", "report_to": "none"}
 
-    # Defaults for this command: accuracy every epoch, the student folder as output, no trackers unless asked.
-    return parser_for((DistillationArguments, TrainingArguments), "transmamba train", __doc__.splitlines()[0],
-                      output_dir="transmamba-student", eval_strategy="epoch", report_to="none")  # fmt: skip
+
+def build_parser():
+    """The full parser (our options + `TrainingArguments`; imports torch)."""
+    return training_parser(DistillationArguments, PROG, __doc__.splitlines()[0], **TRAINING_DEFAULTS)
 
 
 def load_student_config(name: str):
@@ -219,7 +222,8 @@ def train(args: DistillationArguments, training_args, data=None) -> TrainResult:
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 2 on bad input (found before training; nothing written)."""
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    return command_main(build_parser, argv, "transmamba train", _command, DistillationArguments)
+    return training_command_main(DistillationArguments, PROG, __doc__.splitlines()[0], argv, _command,
+                                 **TRAINING_DEFAULTS)  # fmt: skip
 
 
 def _command(args: DistillationArguments, training_args) -> int:

@@ -2,9 +2,10 @@
 
 Loss: alpha * CE on the answer tokens + (1 - alpha) * (logits KD on the answer tokens + feature_weight *
 layer-wise feature loss), see `transmamba.trainers.llava_distill`. Runs as ``transmamba train-vlm ...`` and as
-``accelerate launch -m transmamba.trainers.train_vlm ...``. ``--help`` lists our options first, then every
-``TrainingArguments`` option. The library call is ``train_vlm(VlmDistillationArguments, TrainingArguments) ->
-TrainResult``; a killed run resumes from its newest complete checkpoint.
+``accelerate launch -m transmamba.trainers.train_vlm ...``. ``--help`` lists our options (quickly: no torch)
+and ``--help-training`` every ``TrainingArguments`` option too. The library call is
+``train_vlm(VlmDistillationArguments, TrainingArguments) -> TrainResult``; a killed run resumes from its
+newest complete checkpoint.
 """
 
 from __future__ import annotations
@@ -12,20 +13,20 @@ from __future__ import annotations
 import logging
 import sys
 
-from transmamba.cli_support import command_main, parser_for
+from transmamba.cli_support import training_command_main, training_parser
 
 from .args import TrainResult, VlmDistillationArguments
-from .vlm_lora import add_vlm_lora, check_lora_options
 
 logger = logging.getLogger("transmamba.train_vlm")
 
 
-def build_parser():
-    from transformers import TrainingArguments
+PROG = "transmamba train-vlm"
+TRAINING_DEFAULTS = {"output_dir": "transllava-mamba-student", "eval_strategy": "epoch", "report_to": "none"}
 
-    return parser_for((VlmDistillationArguments, TrainingArguments), "transmamba train-vlm",
-                      __doc__.splitlines()[0], output_dir="transllava-mamba-student", eval_strategy="epoch",
-                      report_to="none")  # fmt: skip
+
+def build_parser():
+    """The full parser (our options + `TrainingArguments`; imports torch)."""
+    return training_parser(VlmDistillationArguments, PROG, __doc__.splitlines()[0], **TRAINING_DEFAULTS)
 
 
 def load_configs(args: VlmDistillationArguments):
@@ -81,6 +82,7 @@ def train_vlm(args: VlmDistillationArguments, training_args, data=None) -> Train
     from .llava_distill import LlavaDistillationModel
     from .preflight import check_training_output
     from .trainer import DistillationTrainer
+    from .vlm_lora import add_vlm_lora, check_lora_options
 
     resume = check_training_output(training_args)
     training_args.remove_unused_columns = False  # the transform needs the raw image and conversation columns
@@ -144,7 +146,8 @@ def train_vlm(args: VlmDistillationArguments, training_args, data=None) -> Train
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 2 on bad input (found before training; nothing written)."""
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    return command_main(build_parser, argv, "transmamba train-vlm", _command, VlmDistillationArguments)
+    return training_command_main(VlmDistillationArguments, PROG, __doc__.splitlines()[0], argv, _command,
+                                 **TRAINING_DEFAULTS)  # fmt: skip
 
 
 def _command(args: VlmDistillationArguments, training_args) -> int:

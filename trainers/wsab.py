@@ -21,6 +21,17 @@ def adaptive_layer_weights(sims: torch.Tensor, weighting: str, tau: float) -> to
     return torch.softmax(score / tau, dim=0)
 
 
+def checked_direction_outputs(student: StudentFeatures, count: int, unit: str) -> tuple:
+    """The student's per-block direction outputs, which every WSAB loss needs one of per calibrated block."""
+    layers = student.direction_outputs
+    if layers is None or len(layers) != count:
+        raise ValueError(
+            f"WSAB needs the direction outputs of all {count} student {unit}; call the student with "
+            "output_direction_outputs=True."
+        )
+    return layers
+
+
 class WSABLoss(nn.Module):
     """Per-layer, per-direction cosine distillation of every student layer against the teacher's last layer.
 
@@ -89,12 +100,7 @@ class WSABLoss(nn.Module):
         return align_teacher_tokens(tokens, self.num_patches, self.use_cls_token)
 
     def forward(self, student: StudentFeatures, teacher: TeacherFeatures) -> DistillLoss:
-        layers = student.direction_outputs
-        if layers is None or len(layers) != len(self.calibration):
-            raise ValueError(
-                f"WSAB needs the direction outputs of all {len(self.calibration)} student layers; call the student "
-                "with output_direction_outputs=True."
-            )
+        layers = checked_direction_outputs(student, len(self.calibration), "layers")
         target = self.align(teacher.tokens)
         teacher_scan = F.normalize(target.float(), dim=-1)[:, self.perm]  # (batch, directions, length, teacher dim)
         sims = torch.stack([self.similarity(i, out, teacher_scan) for i, out in enumerate(layers)])

@@ -26,7 +26,7 @@ from transmamba.modeling_transmamba.scan_orders import scan_permutations
 
 from .baselines import LogitsDistillation, NoDistillation
 from .features import Calibration, DistillLoss, StudentFeatures, TeacherFeatures
-from .wsab import WEIGHTINGS, adaptive_layer_weights
+from .wsab import WEIGHTINGS, adaptive_layer_weights, checked_direction_outputs
 
 # Tokens before the patch grid, most likely first: class (ViT, DINOv2), class + distillation (DeiT), none,
 # class + 4 registers (DINOv2 with registers).
@@ -88,12 +88,7 @@ class HierarchicalWSABLoss(nn.Module):
         return cls(config.hidden_sizes, config.depths, sides, teacher_dim, config.scan_directions, **options)
 
     def forward(self, student: StudentFeatures, teacher: TeacherFeatures) -> DistillLoss:
-        layers = student.direction_outputs
-        if layers is None or len(layers) != len(self.calibration):
-            raise ValueError(
-                f"WSAB needs the direction outputs of all {len(self.calibration)} student blocks; call the student "
-                "with output_direction_outputs=True."
-            )
+        layers = checked_direction_outputs(student, len(self.calibration), "blocks")
         grid = teacher_grid(teacher.tokens)
         targets = {}
         for stage, side in enumerate(self.stage_sides):
