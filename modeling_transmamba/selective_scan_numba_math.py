@@ -24,7 +24,6 @@ __name__ = shared_name(__name__)  # before any kernel is defined: see shared_nam
 FASTMATH = {"contract", "reassoc", "nsz", "arcp", "afn"}
 SOFTPLUS_THRESHOLD = 20.0  # torch.nn.functional.softplus default: identity above it
 LANES = 64  # channels updated together (vectorised); fewer leave LLVM's interleaved vector loop unused
-SEGMENT = 32  # backward: steps whose states and decays are recomputed together (fit in L2)
 
 
 @intrinsic
@@ -125,6 +124,26 @@ def silu_gates(z_row, gates, slopes):
         sigmoid = one / (one + fast_exp(-zt))
         gates[t] = zt * sigmoid
         slopes[t] = sigmoid * (one + zt * (one - sigmoid))
+
+
+@jit(fastmath=FASTMATH)
+def multiply(a, b, out):
+    """``out = a * b`` elementwise (flat rows): the drive ``dt u`` once per token rather than per direction."""
+    for i in range(out.shape[0]):
+        out[i] = a[i] * b[i]
+
+
+@jit(fastmath=FASTMATH)
+def tabulate_decays(dts, rates, width, decays):
+    """``decays[l, n, j] = exp(dts[l, j] * rates[n, j])``: one token's decays, read by every direction that
+    shares ``delta`` and ``A``."""
+    for l in range(decays.shape[0]):
+        dt = dts[l]
+        for n in range(rates.shape[0]):
+            rate = rates[n]
+            row = decays[l, n]
+            for j in range(width):
+                row[j] = fast_exp(dt[j] * rate[j])
 
 
 @jit()
