@@ -39,10 +39,13 @@ def _orders(directions: tuple[str, ...], height: int, width: int, length: int) -
 
 
 class CausalConv1d(nn.Conv1d):
-    """Depthwise causal conv + SiLU over (batch, channels, length); the CUDA kernel when present, else PyTorch.
+    """Depthwise causal conv + SiLU over token-major (batch, length, channels); the CUDA kernel when present.
 
-    It reads its weights only inside its own forward: accelerate's offload hooks load a module's weights when that
-    module is called, so code that read ``conv.weight`` from outside got the empty ``meta`` tensor (NaN outputs).
+    On CPU it runs as a (1, kernel) conv2d on the channels-last image (batch, channels, 1, length), which is the
+    token-major tensor itself: oneDNN's NHWC depthwise path, measured here 5x faster than conv1d's on a
+    transposed copy (ViM-T: 24 calls per forward). It reads its weights only inside its own forward: accelerate's
+    offload hooks load a module's weights when that module is called, so code that read ``conv.weight`` from
+    outside got the empty ``meta`` tensor (NaN outputs).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,8 +55,14 @@ class CausalConv1d(nn.Conv1d):
             except ImportError:
                 pass
             else:
-                return causal_conv1d_fn(x.contiguous(), self.weight[:, 0], self.bias, activation="silu")
-        return F.silu(super().forward(F.pad(x, (self.kernel_size[0] - 1, 0))))
+                out = causal_conv1d_fn(x.transpose(1, 2).contiguous(), self.weight[:, 0], self.bias, activation="silu")
+                return out.transpose(1, 2)
+        length, pad = x.shape[1], self.kernel_size[0] - 1
+        image = x.contiguous().unsqueeze(1).permute(0, 3, 1, 2)  # (batch, channels, 1, length), channels-last
+        out = F.conv2d(image, self.weight.unsqueeze(2), self.bias, padding=(0, pad), groups=self.groups)
+        out = out[..., :length]  # output t saw inputs t - pad .. t: causal
+        out = F.silu(out, inplace=True) if not torch.is_grad_enabled() else F.silu(out)
+        return out.permute(0, 2, 3, 1).squeeze(1)
 
 
 class TransMambaMixer(nn.Module):
@@ -151,12 +160,12 @@ class TransMambaMixer(nn.Module):
             rows = perm
         else:
             k = self.num_directions
-            index = perm[None, :, None, :].expand(batch, k, inner, length)
-            xs = x.transpose(1, 2).unsqueeze(1).expand(batch, k, inner, length).gather(3, index)
-            # One conv per direction's parameter set; a shared set sees each direction as its own batch entry.
-            own = self.conv.in_channels == k * inner
-            u = self.conv(xs.reshape(batch, k * inner, length) if own else xs.reshape(batch * k, inner, length))
-            u = u.view(batch, k, inner, length).transpose(2, 3)
+            # One conv per direction's parameter set over (batch, length, K * inner): step t of every direction
+            # side by side; a shared set sees each direction as its own batch entry.
+            if self.conv.in_channels == k * inner:
+                u = self.conv(x[:, perm.t()].flatten(2)).view(batch, length, k, inner).transpose(1, 2)
+            else:
+                u = self.conv(x[:, perm].flatten(0, 1)).view(batch, k, length, inner)
             rows = torch.arange(length, device=perm.device).expand_as(perm)
         projected = torch.matmul(u, self.x_proj_weight.transpose(1, 2))  # (batch, sets, length, R + 2N)
         dt_low, B, C = projected.split([self.rank, self.state, self.state], dim=3)
