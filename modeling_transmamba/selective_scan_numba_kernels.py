@@ -49,12 +49,14 @@ from .selective_scan_numba_math import (
     FASTMATH,
     LANES,
     discretise,
-    fast_exp,
     load_rows,
     multiply,
     silu_gates,
+    skip_and_gate,
     store_rows,
     tabulate_decays,
+    walk_exp,
+    walk_tabulated,
 )
 
 __name__ = shared_name(__name__)  # before any kernel is defined: see shared_name
@@ -95,7 +97,7 @@ def _forward(u, delta, z, A, Bs, Cs, D, bias, perm, rows, softplus, has_z, block
         decays = np.zeros((length if tabulate else 1, state, LANES), u.dtype)
         decay_rates = np.zeros((state, LANES), u.dtype)
         h = np.empty((state, LANES), u.dtype)
-        y = np.empty(LANES, u.dtype)
+        scan_ys = np.zeros((length, LANES), u.dtype)  # read-outs in scan order
         skip = np.zeros(LANES, u.dtype)
         for first in range(start, stop, LANES):
             width = min(LANES, stop - first)
@@ -120,42 +122,11 @@ def _forward(u, delta, z, A, Bs, Cs, D, bias, perm, rows, softplus, has_z, block
                     if tabulate and fresh_dt:
                         tabulate_decays(dts, decay_rates, width, decays)
                 h[:] = zero
-                for t in range(length):
-                    row = rows[k, t]
-                    dt = dts[row]
-                    drive = drives[row]
-                    b_t = Bs[b, k, t]
-                    c_t = Cs[b, k, t]
-                    y[:] = zero
-                    if tabulate:
-                        decay = decays[row]
-                        for n in range(state):
-                            h_n = h[n]
-                            a_n = decay[n]
-                            b_n = b_t[n]
-                            c_n = c_t[n]
-                            for j in range(width):
-                                h_n[j] = a_n[j] * h_n[j] + drive[j] * b_n
-                                y[j] += c_n * h_n[j]
-                    else:
-                        for n in range(state):
-                            h_n = h[n]
-                            a_n = decay_rates[n]
-                            b_n = b_t[n]
-                            c_n = c_t[n]
-                            for j in range(width):
-                                h_n[j] = fast_exp(dt[j] * a_n[j]) * h_n[j] + drive[j] * b_n
-                                y[j] += c_n * h_n[j]
-                    token = perm[k, t]
-                    ut = us[row]
-                    gate = gates[token]
-                    y_out = ys[token]
-                    if summed and k > 0:
-                        for j in range(width):
-                            y_out[j] += (y[j] + skip[j] * ut[j]) * gate[j]
-                    else:
-                        for j in range(width):
-                            y_out[j] = (y[j] + skip[j] * ut[j]) * gate[j]
+                if tabulate:
+                    walk_tabulated(decays, drives, Bs[b, k], Cs[b, k], rows[k], h, scan_ys, width)
+                else:
+                    walk_exp(dts, decay_rates, drives, Bs[b, k], Cs[b, k], rows[k], h, scan_ys, width)
+                skip_and_gate(scan_ys, us, skip, gates, rows[k], perm[k], summed and k > 0, width, ys)
                 for j in range(width):
                     for n in range(state):
                         last_state[b, k, first + j, n] = h[n, j]
