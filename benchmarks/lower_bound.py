@@ -3,9 +3,11 @@
 The bound is the sum of two parts, each measured here, in one process, at the given thread count:
 - every Linear / convolution the model calls (found with forward hooks, so the shapes are the model's own),
   plus DeiT's attention matmuls, timed alone as dense GEMMs at the GFLOP/s the BLAS reaches on those shapes;
-- for the students, the selective scan's per-state work (one exponential, the state update and the read-out
-  per batch, token, direction, channel and state: `B*L*K*E*N` of them) at the throughput a cache-resident,
-  vectorised numba loop reaches for exactly that arithmetic, with no gathers and no layout work.
+- for the students, the selective scan's per-state work at the throughput a cache-resident, vectorised numba
+  loop reaches for exactly that arithmetic (no gathers, no layout work): one exponential per token, channel and
+  state (`B*L*E*N`; times K with per-direction parameters, as in ViM: with shared ones every direction reads the
+  same `exp(dt A)`), plus the state update and read-out per batch, token, direction, channel and state
+  (`B*L*K*E*N`), each timed alone with the kernel's own fp32 exp.
 Everything else (norms, activations, the depthwise conv's memory traffic, copies) is left out, so the real
 forward can only be slower: `model / bound` says how much is left to win. The model's own forward is timed in
 the same run.
@@ -31,7 +33,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_students import Case, _build, _prime_kernels  # noqa: E402  (one model factory for every benchmark)
-from transmamba.modeling_transmamba.selective_scan_numba import _exp  # noqa: E402  (the kernel's own fp32 exp)
+from transmamba.modeling_transmamba.selective_scan_numba_math import LANES, fast_exp  # noqa: E402  (the kernel's exp)
 
 MODELS = ("deit-t", "pmamba-t", "vim-t")
 
@@ -99,33 +101,52 @@ def linear_bound_ms(calls: Counter, attention: Counter) -> tuple[float, float]:
     return total_ms, total_flop / 1e9
 
 
-@numba.njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
-def _scan_core(dt, A, B, C, u, y):
-    """The scan's arithmetic only: exp(dt*A), h = dA*h + dt*B*u, y = C.h, channels contiguous, state in registers."""
-    channels, length = u.shape
-    state = A.shape[1]
-    for c in numba.prange(channels):
-        h = np.zeros(state, dtype=np.float32)
-        for t in range(length):
-            d, x = dt[c, t], u[c, t]
-            acc = np.float32(0.0)
+@numba.njit(parallel=True, fastmath=True, error_model="numpy")
+def _exp_core(dt, rates, out):
+    """Only the exponentials: ``out = exp(dt * rate)`` over L2-resident rows, one row of LANES per task."""
+    for task in numba.prange(out.shape[0]):
+        for i in range(out.shape[1]):
+            for j in range(out.shape[2]):
+                out[task, i, j] = fast_exp(dt[task, j] * rates[i, j])
+
+
+@numba.njit(parallel=True, fastmath=True, error_model="numpy")
+def _update_core(decays, drives, B, C, y):
+    """Only the state updates and read-outs, with the decays already in L1: ``h = a h + d b``, ``y += c h``,
+    vectorised over LANES channels (the kernel's inner loop with no gather, no exp and no layout work)."""
+    steps, state, lanes = B.shape[1], decays.shape[1], decays.shape[2]
+    for task in numba.prange(y.shape[0]):
+        h = np.zeros((state, lanes), np.float32)
+        for t in range(steps):
+            acc = y[task, t]
             for n in range(state):
-                h[n] = _exp(d * A[c, n]) * h[n] + d * B[t, n] * x
-                acc += C[t, n] * h[n]
-            y[c, t] = acc
+                b, c = B[task, t, n], C[task, t, n]
+                for j in range(lanes):
+                    h[n, j] = decays[task, n, j] * h[n, j] + drives[task, j] * b
+                    acc[j] += c * h[n, j]
 
 
-def scan_bound_ms(config, batch: int, tokens: int) -> tuple[float, int]:
-    """(ms, state updates) for one forward's scans: batch*directions*inner channels over `tokens`, N states."""
-    channels = batch * len(config.scan_directions) * config.intermediate_size
-    state = config.state_size
+def scan_bound_ms(config, batch: int, tokens: int) -> tuple[float, int, int]:
+    """(ms, exponentials, state updates) of one forward's scans. A direction reads ``exp(dt A)`` of its token; with
+    shared parameters (PlainMamba) all directions read the same one, so it is computed once per token:
+    ``B*L*E*N`` exponentials (``B*L*K*E*N`` with per-direction parameters) and ``B*L*K*E*N`` updates."""
+    directions, inner, state = len(config.scan_directions), config.intermediate_size, config.state_size
+    per_layer_exps = batch * tokens * inner * state * (1 if config.share_ssm_params else directions)
+    per_layer_updates = batch * tokens * directions * inner * state
     rng = np.random.default_rng(0)
-    dt = rng.uniform(0.001, 0.1, (channels, tokens)).astype(np.float32)
-    A = -rng.uniform(0.5, 16, (channels, state)).astype(np.float32)
-    B, C = (rng.standard_normal((tokens, state)).astype(np.float32) for _ in range(2))
-    u, y = rng.standard_normal((channels, tokens)).astype(np.float32), np.empty((channels, tokens), np.float32)
-    per_layer = _best_ms(lambda: _scan_core(dt, A, B, C, u, y))
-    return per_layer * config.num_hidden_layers, channels * tokens * state * config.num_hidden_layers
+    tasks, lanes, rows = 2 * numba.get_num_threads(), LANES, 256
+    dt = rng.uniform(0.001, 0.1, (tasks, lanes)).astype(np.float32)
+    rates = -rng.uniform(0.5, 16, (rows, lanes)).astype(np.float32)
+    table = np.empty((tasks, rows, lanes), np.float32)
+    exp_s = _best_ms(lambda: _exp_core(dt, rates, table)) / 1e3 / table.size
+    decays = rng.uniform(0.5, 1.0, (tasks, state, lanes)).astype(np.float32)
+    drives = rng.standard_normal((tasks, lanes)).astype(np.float32)
+    B, C = (rng.standard_normal((tasks, rows, state)).astype(np.float32) for _ in range(2))
+    y = np.zeros((tasks, rows, lanes), np.float32)
+    update_s = _best_ms(lambda: _update_core(decays, drives, B, C, y)) / 1e3 / (tasks * rows * state * lanes)
+    layers = config.num_hidden_layers
+    ms = 1e3 * layers * (per_layer_exps * exp_s + per_layer_updates * update_s)
+    return ms, per_layer_exps * layers, per_layer_updates * layers
 
 
 def measure(model_name: str, resolution: int, batch: int) -> dict:
@@ -141,9 +162,9 @@ def measure(model_name: str, resolution: int, batch: int) -> dict:
     forward()
     model_ms = statistics.median(_best_ms(forward, repeats=1) for _ in range(3))
     gemm_ms, gflop = linear_bound_ms(_gemm_calls(model, inputs), _attention_calls(model, inputs))
-    scan_ms, updates = (0.0, 0)
+    scan_ms, exps, updates = (0.0, 0, 0)
     if model_name != "deit-t":
-        scan_ms, updates = scan_bound_ms(model.config, batch, (resolution // 16) ** 2 + (model_name == "vim-t"))
+        scan_ms, exps, updates = scan_bound_ms(model.config, batch, (resolution // 16) ** 2 + (model_name == "vim-t"))
     bound = gemm_ms + scan_ms
     return {
         "model": model_name,
@@ -154,7 +175,8 @@ def measure(model_name: str, resolution: int, batch: int) -> dict:
         "gemm_gflop": round(gflop, 2),
         "gemm_gflops": round(gflop / gemm_ms * 1e3, 1),
         "scan_ms": round(scan_ms, 1),
-        "scan_gupdates_s": round(updates / scan_ms / 1e6, 2) if scan_ms else None,
+        "scan_gexps": round(exps / 1e9, 3),
+        "scan_gupdates": round(updates / 1e9, 3),
         "bound_ms": round(bound, 1),
         "model_over_bound": round(model_ms / bound, 2),
     }
@@ -162,14 +184,14 @@ def measure(model_name: str, resolution: int, batch: int) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| px | batch | model | model ms | GEMM ms (GFLOP/s) | scan ms (G updates/s) | bound ms | model / bound |"
-        " bound / DeiT bound | model / DeiT |",
+        "| px | batch | model | model ms | GEMM ms (GFLOP/s) | scan ms (G exps / G updates) | bound ms |"
+        " model / bound | bound / DeiT bound | model / DeiT |",
         "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     deit = {(r["px"], r["batch"]): r for r in rows if r["model"] == "deit-t"}
     for r in rows:
         ref = deit.get((r["px"], r["batch"]))
-        scan = f"{r['scan_ms']:,} ({r['scan_gupdates_s']})" if r["scan_ms"] else "-"
+        scan = f"{r['scan_ms']:,} ({r['scan_gexps']} / {r['scan_gupdates']})" if r["scan_ms"] else "-"
         lines.append(
             f"| {r['px']} | {r['batch']} | {r['model']} | {r['model_ms']:,} | {r['gemm_ms']:,} ({r['gemm_gflops']}) |"
             f" {scan} | {r['bound_ms']:,} | {r['model_over_bound']}x |"

@@ -98,10 +98,10 @@ class _NumbaTokenScan(torch.autograd.Function):
         sets, directions, state = A.shape[0], B.shape[1], A.shape[2]
         blocks = _blocks(batch, inner, _use_torch_threads())
         dlast = dlast if dlast is not None else torch.zeros(batch, directions, inner, state)
-        grads = {
-            "du": torch.zeros(u.shape, dtype=dtype),
-            "ddelta": torch.zeros(delta.shape, dtype=dtype),
-            "dz": torch.zeros(z.shape if z is not None else (1, 1, 1, 1), dtype=dtype),
+        grads = {  # du, ddelta, dz: every element written by the kernel; the rest are accumulated into
+            "du": torch.empty(u.shape, dtype=dtype),
+            "ddelta": torch.empty(delta.shape, dtype=dtype),
+            "dz": torch.empty(z.shape if z is not None else (1, 1, 1, 1), dtype=dtype),
             "dA": torch.zeros(batch, sets, inner, state, dtype=dtype),
             "dD": torch.zeros(batch, sets, inner, dtype=dtype),
             "dbias": torch.zeros(batch, sets, inner, dtype=dtype),

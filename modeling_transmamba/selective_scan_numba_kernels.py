@@ -23,9 +23,12 @@ all directions (one slot) are read, never expanded. One task owns a batch entry 
 every direction, so shared inputs' gradients and the summed output are written without races; per sub-block of
 ``LANES`` channels the inputs are gathered into scan-order scratch rows and each channel scanned as a row.
 
-The states ``h_t`` the backward needs are recomputed per channel into a small per-thread scratch, so the forward
-saves only its inputs. ``dB``/``dC`` are shared by the channels of a direction: each backward task has a private
-partial buffer, summed afterwards (no races).
+Directions that share ``delta`` and ``A`` (PlainMamba) share ``exp(dt_t A)`` too: it depends on the token, not on
+the order it is visited in, so it is tabulated once per token and sub-block and read by every direction (one
+exponential per token, channel and state instead of one per direction). The backward recomputes the states ``h_t``
+per channel sub-block into a per-thread scratch of every step (the forward saves only its inputs), reading the
+same tables. ``dB``/``dC`` are shared by the channels of a direction: each backward task has a private partial
+buffer, summed afterwards (no races).
 
 numba is optional: without it importing this module raises ImportError and the dispatcher falls back.
 """
@@ -45,12 +48,15 @@ from .selective_scan_numba_cache import compile_kernel, shared_name
 from .selective_scan_numba_math import (
     FASTMATH,
     LANES,
-    SEGMENT,
     discretise,
-    fast_exp,
     load_rows,
+    multiply,
     silu_gates,
+    skip_and_gate,
     store_rows,
+    tabulate_decays,
+    walk_exp,
+    walk_tabulated,
 )
 
 __name__ = shared_name(__name__)  # before any kernel is defined: see shared_name
@@ -65,13 +71,18 @@ def _forward(u, delta, z, A, Bs, Cs, D, bias, perm, rows, softplus, has_z, block
     """One task per (batch, block of channels) holding every direction, so shared inputs and a summed output never
     race. Per sub-block of ``LANES`` channels the inputs are loaded once into token-row scratch (per direction only
     when they differ per direction); each direction then walks its order through them, updating the ``LANES``
-    channels' states together (vectorised over channels: independent chains, no horizontal sums)."""
+    channels' states together (vectorised over channels: independent chains, no horizontal sums).
+
+    When every direction shares ``delta`` and ``A`` (PlainMamba), ``exp(dt A)`` is a property of the token, not of
+    the direction: it is tabulated once per token (``decays``) and each direction reads its row, so K directions
+    cost one set of exponentials instead of K."""
     batch, length, inner = u.shape[0], u.shape[2], u.shape[3]
     directions, state = Bs.shape[1], A.shape[2]
     span = -(-inner // blocks)
     zero = u.dtype.type(0.0)
     no_bias = np.zeros(inner, u.dtype)
     summed = out.shape[1] == 1
+    tabulate = directions > 1 and u.shape[1] == 1 and delta.shape[1] == 1 and A.shape[0] == 1
     for task in prange(batch * blocks):
         b = task // blocks
         start = (task % blocks) * span
@@ -82,54 +93,40 @@ def _forward(u, delta, z, A, Bs, Cs, D, bias, perm, rows, softplus, has_z, block
         slopes = np.empty((length, LANES), u.dtype)  # softplus' and silu' slopes: unused here
         gates = np.ones((length, LANES), u.dtype)
         ys = np.empty((length, LANES), u.dtype)
-        decay_rates = np.empty((state, LANES), u.dtype)
+        drives = np.zeros((length, LANES), u.dtype)
+        decays = np.zeros((length if tabulate else 1, state, LANES), u.dtype)
+        decay_rates = np.zeros((state, LANES), u.dtype)
         h = np.empty((state, LANES), u.dtype)
-        y = np.empty(LANES, u.dtype)
-        drive = np.empty(LANES, u.dtype)
-        skip = np.empty(LANES, u.dtype)
+        scan_ys = np.zeros((length, LANES), u.dtype)  # read-outs in scan order
+        skip = np.zeros(LANES, u.dtype)
         for first in range(start, stop, LANES):
             width = min(LANES, stop - first)
             for k in range(directions):
                 p = k if A.shape[0] > 1 else 0
-                if k == 0 or u.shape[1] > 1:
+                fresh_u = k == 0 or u.shape[1] > 1
+                fresh_dt = k == 0 or delta.shape[1] > 1 or A.shape[0] > 1
+                if fresh_u:
                     load_rows(u, b, k if u.shape[1] > 1 else 0, first, width, no_bias, us)
-                if k == 0 or delta.shape[1] > 1 or A.shape[0] > 1:
+                if fresh_dt:
                     load_rows(delta, b, k if delta.shape[1] > 1 else 0, first, width, bias[p], raw)
                     discretise(raw.reshape(-1), zero, softplus, dts.reshape(-1), slopes.reshape(-1))
                 if has_z and (k == 0 or z.shape[1] > 1):
                     load_rows(z, b, k if z.shape[1] > 1 else 0, first, width, no_bias, raw)
                     silu_gates(raw.reshape(-1), gates.reshape(-1), slopes.reshape(-1))
-                for j in range(width):
-                    skip[j] = D[p, first + j]
-                    for n in range(state):
-                        decay_rates[n, j] = A[p, first + j, n]
-                h[:] = zero
-                for t in range(length):
-                    row = rows[k, t]
-                    dt = dts[row]
-                    ut = us[row]
-                    b_t = Bs[b, k, t]
-                    c_t = Cs[b, k, t]
+                if fresh_u or fresh_dt:
                     for j in range(width):
-                        drive[j] = dt[j] * ut[j]
-                        y[j] = zero
-                    for n in range(state):
-                        h_n = h[n]
-                        a_n = decay_rates[n]
-                        b_n = b_t[n]
-                        c_n = c_t[n]
-                        for j in range(width):
-                            h_n[j] = fast_exp(dt[j] * a_n[j]) * h_n[j] + drive[j] * b_n
-                            y[j] += c_n * h_n[j]
-                    token = perm[k, t]
-                    gate = gates[token]
-                    y_out = ys[token]
-                    if summed and k > 0:
-                        for j in range(width):
-                            y_out[j] += (y[j] + skip[j] * ut[j]) * gate[j]
-                    else:
-                        for j in range(width):
-                            y_out[j] = (y[j] + skip[j] * ut[j]) * gate[j]
+                        skip[j] = D[p, first + j]
+                        for n in range(state):
+                            decay_rates[n, j] = A[p, first + j, n]
+                    multiply(dts.reshape(-1), us.reshape(-1), drives.reshape(-1))
+                    if tabulate and fresh_dt:
+                        tabulate_decays(dts, decay_rates, width, decays)
+                h[:] = zero
+                if tabulate:
+                    walk_tabulated(decays, drives, Bs[b, k], Cs[b, k], rows[k], h, scan_ys, width)
+                else:
+                    walk_exp(dts, decay_rates, drives, Bs[b, k], Cs[b, k], rows[k], h, scan_ys, width)
+                skip_and_gate(scan_ys, us, skip, gates, rows[k], perm[k], summed and k > 0, width, ys)
                 for j in range(width):
                     for n in range(state):
                         last_state[b, k, first + j, n] = h[n, j]
@@ -143,14 +140,13 @@ def _backward(
     u, delta, z, A, Bs, Cs, D, bias, perm, rows, softplus, has_z, dout, dlast, blocks,
     du, ddelta, dz, dA, dD, dbias, dB, dC,
 ):  # fmt: skip
-    """Tasks and channel sub-blocks as in the forward. Per direction: one forward pass keeps the state every
-    ``SEGMENT`` steps; then, segment by segment from the end, the segment's states and decays are recomputed into
-    a small buffer and walked back. ``du, ddelta, dz`` get every direction's share at the tokens' positions;
-    ``dA, dD, dbias`` are (batch, sets, ...) partials, ``dB, dC`` (batch, blocks, K, L, N) partials."""
+    """Tasks and channel sub-blocks as in the forward. The decays ``exp(dt A)`` and drives ``dt u`` are tabulated
+    per token (once for all directions that share them); per direction one forward pass stores every state and
+    read-out, then one pass walks time back. ``du, ddelta, dz`` get every direction's share at the tokens'
+    positions; ``dA, dD, dbias`` are (batch, sets, ...) partials, ``dB, dC`` (batch, blocks, K, L, N) partials."""
     batch, length, inner = u.shape[0], u.shape[2], u.shape[3]
     directions, state = Bs.shape[1], A.shape[2]
     span = -(-inner // blocks)
-    segments = -(-length // SEGMENT)
     zero = u.dtype.type(0.0)
     no_bias = np.zeros(inner, u.dtype)
     for task in prange(batch * blocks):
@@ -168,23 +164,21 @@ def _backward(
         du_rows = np.zeros((length, LANES), u.dtype)
         ddelta_rows = np.zeros((length, LANES), u.dtype)
         dz_rows = np.zeros((length, LANES), u.dtype)
-        checkpoints = np.zeros((segments + 1, state, LANES), u.dtype)
-        hs = np.zeros((SEGMENT + 1, state, LANES), u.dtype)
-        decays = np.zeros((SEGMENT, state, LANES), u.dtype)
-        ys = np.zeros((SEGMENT, LANES), u.dtype)
+        hs = np.zeros((length + 1, state, LANES), u.dtype)
+        decays = np.zeros((length, state, LANES), u.dtype)
+        drives = np.zeros((length, LANES), u.dtype)
+        ys = np.zeros((length, LANES), u.dtype)
         rates = np.zeros((state, LANES), u.dtype)
         grad = np.zeros((state, LANES), u.dtype)
         grad_a = np.zeros((state, LANES), u.dtype)
         grad_h = np.zeros(LANES, u.dtype)
         carried = np.zeros(LANES, u.dtype)
         dy = np.zeros(LANES, u.dtype)
-        drive = np.zeros(LANES, u.dtype)
         d_u = np.zeros(LANES, u.dtype)
         d_dt = np.zeros(LANES, u.dtype)
         skip = np.zeros(LANES, u.dtype)
         d_skip = np.zeros(LANES, u.dtype)
         d_bias = np.zeros(LANES, u.dtype)
-        h = np.zeros((state, LANES), u.dtype)
         for first in range(start, stop, LANES):
             width = min(LANES, stop - first)
             for k in range(directions):
@@ -208,117 +202,91 @@ def _backward(
                         rates[n, j] = A[p, first + j, n]
                         grad[n, j] = dlast[b, k, first + j, n]
                         grad_a[n, j] = zero
-                # Forward pass keeping every SEGMENT-th state.
-                h[:] = zero
-                checkpoints[0] = zero
-                for t in range(length):
+                if k == 0 or own_u or own_delta:
+                    multiply(dts.reshape(-1), us.reshape(-1), drives.reshape(-1))
+                    tabulate_decays(dts, rates, width, decays)
+                hs[0] = zero
+                for t in range(length):  # every state and read-out, forward
                     row = rows[k, t]
+                    drive = drives[row]
+                    decay = decays[row]
+                    b_t = Bs[b, k, t]
+                    c_t = Cs[b, k, t]
+                    y = ys[t]
+                    y[:] = zero
+                    for n in range(state):
+                        decay_n = decay[n]
+                        h_prev = hs[t, n]
+                        h_n = hs[t + 1, n]
+                        b_n = b_t[n]
+                        c_n = c_t[n]
+                        for j in range(width):
+                            h_n[j] = decay_n[j] * h_prev[j] + drive[j] * b_n
+                            y[j] += c_n * h_n[j]
+                # Loops that each write one array: fused, LLVM's alias checks exceed its limit and stay scalar.
+                for t in range(length - 1, -1, -1):
+                    row = rows[k, t]
+                    token = perm[k, t]
                     dt = dts[row]
                     ut = us[row]
-                    b_t = Bs[b, k, t]
+                    gate = gates[token]
+                    gate_slope = gate_slopes[token]
+                    dout_t = dys[token]
+                    y = ys[t]
+                    dz_t = dz_rows[token]
                     for j in range(width):
-                        drive[j] = dt[j] * ut[j]
+                        dz_t[j] += dout_t[j] * (y[j] + skip[j] * ut[j]) * gate_slope[j]
+                    for j in range(width):
+                        dy[j] = dout_t[j] * gate[j]
+                    for j in range(width):
+                        d_skip[j] += dy[j] * ut[j]
+                    drive = drives[row]
+                    d_u[:width] = zero
+                    d_dt[:width] = zero
+                    b_t = Bs[b, k, t]
+                    c_t = Cs[b, k, t]
+                    dB_t = dB[b, block, k, t]
+                    dC_t = dC[b, block, k, t]
                     for n in range(state):
-                        h_n = h[n]
+                        g_n = grad[n]
+                        h_n = hs[t + 1, n]
+                        h_prev = hs[t, n]
+                        decay_n = decays[row, n]
                         a_n = rates[n]
+                        ga_n = grad_a[n]
                         b_n = b_t[n]
+                        c_n = c_t[n]
                         for j in range(width):
-                            h_n[j] = fast_exp(dt[j] * a_n[j]) * h_n[j] + drive[j] * b_n
-                    if (t + 1) % SEGMENT == 0:
-                        checkpoints[(t + 1) // SEGMENT] = h
-                for segment in range(segments - 1, -1, -1):
-                    begin = segment * SEGMENT
-                    steps = min(SEGMENT, length - begin)
-                    hs[0] = checkpoints[segment]
-                    for s in range(steps):  # the segment's states, decays and read-outs again
-                        t = begin + s
-                        row = rows[k, t]
-                        dt = dts[row]
-                        ut = us[row]
-                        b_t = Bs[b, k, t]
-                        c_t = Cs[b, k, t]
-                        y = ys[s]
+                            grad_h[j] = g_n[j] + dy[j] * c_n
+                        acc = zero
                         for j in range(width):
-                            drive[j] = dt[j] * ut[j]
-                            y[j] = zero
-                        for n in range(state):
-                            decay_n = decays[s, n]
-                            a_n = rates[n]
-                            for j in range(width):
-                                decay_n[j] = fast_exp(dt[j] * a_n[j])
-                            h_prev = hs[s, n]
-                            h_n = hs[s + 1, n]
-                            b_n = b_t[n]
-                            c_n = c_t[n]
-                            for j in range(width):
-                                h_n[j] = decay_n[j] * h_prev[j] + drive[j] * b_n
-                                y[j] += c_n * h_n[j]
-                    # Loops that each write one array: fused, LLVM's alias checks exceed its limit and stay scalar.
-                    for s in range(steps - 1, -1, -1):
-                        t = begin + s
-                        row = rows[k, t]
-                        token = perm[k, t]
-                        dt = dts[row]
-                        ut = us[row]
-                        gate = gates[token]
-                        gate_slope = gate_slopes[token]
-                        dout_t = dys[token]
-                        y = ys[s]
-                        dz_t = dz_rows[token]
+                            acc += dy[j] * h_n[j]
+                        dC_t[n] += acc
+                        acc = zero
                         for j in range(width):
-                            dz_t[j] += dout_t[j] * (y[j] + skip[j] * ut[j]) * gate_slope[j]
+                            acc += grad_h[j] * drive[j]
+                        dB_t[n] += acc
                         for j in range(width):
-                            dy[j] = dout_t[j] * gate[j]
+                            d_u[j] += grad_h[j] * b_n
                         for j in range(width):
-                            d_skip[j] += dy[j] * ut[j]
+                            carried[j] = grad_h[j] * decay_n[j] * h_prev[j]
                         for j in range(width):
-                            drive[j] = dt[j] * ut[j]
-                        d_u[:width] = zero
-                        d_dt[:width] = zero
-                        b_t = Bs[b, k, t]
-                        c_t = Cs[b, k, t]
-                        dB_t = dB[b, block, k, t]
-                        dC_t = dC[b, block, k, t]
-                        for n in range(state):
-                            g_n = grad[n]
-                            h_n = hs[s + 1, n]
-                            h_prev = hs[s, n]
-                            decay_n = decays[s, n]
-                            a_n = rates[n]
-                            ga_n = grad_a[n]
-                            b_n = b_t[n]
-                            c_n = c_t[n]
-                            for j in range(width):
-                                grad_h[j] = g_n[j] + dy[j] * c_n
-                            acc = zero
-                            for j in range(width):
-                                acc += dy[j] * h_n[j]
-                            dC_t[n] += acc
-                            acc = zero
-                            for j in range(width):
-                                acc += grad_h[j] * drive[j]
-                            dB_t[n] += acc
-                            for j in range(width):
-                                d_u[j] += grad_h[j] * b_n
-                            for j in range(width):
-                                carried[j] = grad_h[j] * decay_n[j] * h_prev[j]
-                            for j in range(width):
-                                ga_n[j] += carried[j] * dt[j]
-                            for j in range(width):
-                                d_dt[j] += carried[j] * a_n[j]
-                            for j in range(width):
-                                g_n[j] = grad_h[j] * decay_n[j]
-                        du_t = du_rows[row]
-                        ddelta_t = ddelta_rows[row]
-                        slope = slopes[row]
+                            ga_n[j] += carried[j] * dt[j]
                         for j in range(width):
-                            du_t[j] += dy[j] * skip[j] + dt[j] * d_u[j]
+                            d_dt[j] += carried[j] * a_n[j]
                         for j in range(width):
-                            d_dt[j] = (d_dt[j] + ut[j] * d_u[j]) * slope[j]
-                        for j in range(width):
-                            ddelta_t[j] += d_dt[j]
-                        for j in range(width):
-                            d_bias[j] += d_dt[j]
+                            g_n[j] = grad_h[j] * decay_n[j]
+                    du_t = du_rows[row]
+                    ddelta_t = ddelta_rows[row]
+                    slope = slopes[row]
+                    for j in range(width):
+                        du_t[j] += dy[j] * skip[j] + dt[j] * d_u[j]
+                    for j in range(width):
+                        d_dt[j] = (d_dt[j] + ut[j] * d_u[j]) * slope[j]
+                    for j in range(width):
+                        ddelta_t[j] += d_dt[j]
+                    for j in range(width):
+                        d_bias[j] += d_dt[j]
                 for j in range(width):
                     dD[b, p, first + j] += d_skip[j]
                     dbias[b, p, first + j] += d_bias[j]
