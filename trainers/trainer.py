@@ -76,9 +76,11 @@ class DistillationTrainer(Trainer):
         self._log_steps = 0
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
-        """The Trainer's optimizer, with each of its parameter groups split into new and inherited tensors."""
+        """The Trainer's optimizer, with each of its parameter groups split into new and inherited tensors (an
+        optimizer the caller passed in is left as it is)."""
+        ours = self.optimizer is None
         optimizer = super().create_optimizer(model)
-        if self.inherited_lr_scale == 1.0 or not self.inherited:
+        if not ours or self.inherited_lr_scale == 1.0 or not self.inherited:
             return optimizer
         names = {id(p): n.removeprefix("student.") for n, p in (model or self.model).named_parameters()}
         groups = []
