@@ -29,6 +29,8 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from transmamba.folders import atomic_write_text
+
 DEFAULT = "default"  # the run's own distillation
 EXTRAS = {  # name -> (distillation, RunArguments overrides, training fraction), in order of importance
     "wsab": ("wsab", {}, 1.0),
@@ -123,10 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             def on_row(row: str, top1: float, seconds: float | None, rows=rows) -> None:
                 rows[row] = {"top1": top1, "seconds": seconds}
                 record["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                path.with_suffix(".tmp").write_text(json.dumps(record, indent=1) + "\n")
-                path.with_suffix(".tmp").replace(path)
+                atomic_write_text(path, json.dumps(record, indent=1) + "\n")
                 header = f"Updated {record['updated']}; {record['machine']}; {record['budget']}.\n\n"
-                args.out.with_suffix(".md").write_text(header + markdown(record))
+                atomic_write_text(args.out.with_suffix(".md"), header + markdown(record))
 
             one_seed(args, dataset, seed, on_row)
     return 0
