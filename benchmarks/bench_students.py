@@ -114,6 +114,7 @@ def _build(case: Case):
     elif case.folder:  # built like the installed class below (fresh weights), so only the code differs
         remote = remote_class(case.folder)
         model = remote(remote.config_class.from_pretrained(case.folder))
+        inputs = {"pixel_values": torch.randn(case.batch, 3, case.resolution, case.resolution)}
     elif case.model == "vmamba-t":  # hierarchical: 4x4 stem, four stages
         config = TransVMambaConfig.from_preset(case.model, image_size=case.resolution, scan_backend=case.backend)
         model = TransVMambaForImageClassification(config)
@@ -471,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         result.busy_cores_before = round(others, 2)
         result.load_1m = round(load, 2)
         results.append(result)
-        shown = f"{result.median_ms:,.0f} ms, peak {result.peak_mb:,.0f} MB" if result.status == "ok" else ""
+        shown = f"{result.median_ms:,.0f} ms, peak {result.peak_mb:,.0f} MB" if result.status == "ok" else result.detail
         print(
             f"  {case.mode} b{case.batch} {case.resolution}px {case.label}: {result.status} {shown} "
             f"(other load {others:.1f} cores before, load average {load:.2f})",

@@ -25,6 +25,12 @@ def test_gate_warns_when_the_teacher_is_weaker_than_the_student():
     assert not gate["passed"] and gate["margin_points"] == -7.2
     assert "teacher-quality gate FAILED" in captured.out
     assert "teacher 63.50 % vs scratch student 70.70 %" in captured.out and "margin -7.20 points" in captured.out
+    assert "leave no room" not in gate["message"]
+
+
+def test_gate_names_a_ceiling_when_the_scratch_student_is_near_perfect():
+    gate = teacher_gate(teacher_top1=0.9944, scratch_top1=0.9889, margin_points=2.0, eval_images=360)
+    assert not gate["passed"] and "already at 98.89 %" in gate["message"] and "leave no room" in gate["message"]
 
 
 @pytest.mark.parametrize("teacher, passed", [(0.7170, False), (0.7270, True), (0.83, True)])

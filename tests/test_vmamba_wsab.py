@@ -10,6 +10,8 @@ from test_train_support import digits, save_teacher
 from transmamba.modeling_transmamba import TransVMambaConfig, TransVMambaForImageClassification
 from transmamba.modeling_transmamba.scan_orders import SS2D_DIRECTIONS, scan_permutations
 from transmamba.trainers.features import StudentFeatures, TeacherFeatures
+from transmamba.trainers.combined import WSABLogitsDistillation
+from transmamba.trainers.wrapper import build_distiller
 from transmamba.trainers.wsab_hierarchical import HierarchicalWSABLoss, resample, teacher_grid
 
 
@@ -45,6 +47,22 @@ def test_teacher_tokens_meet_each_scan_in_its_order():
     assert scrambled.loss > 0.05
     weights = [v for k, v in perfect.logs.items() if k.startswith("layer_weight/row_major/")]
     assert len(weights) == 3 and abs(sum(weights) - 1) < 1e-5  # softmax over all blocks of all stages
+
+
+def test_wsab_plus_logits_on_a_hierarchical_student_adds_both_parts():
+    config = TransVMambaConfig(image_size=16, patch_size=2, hidden_sizes=[6, 6], depths=[1, 1], num_labels=3)
+    combined = build_distiller("wsab+logits", config, 6, logits_weight=0.5, temperature=2.0)
+    assert isinstance(combined, WSABLogitsDistillation) and isinstance(combined.wsab, HierarchicalWSABLoss)
+    tokens, logits = torch.randn(2, 1 + 16, 6), torch.randn(2, 3)
+    shares = tuple(torch.randn(2, 4, n, 6) for n in (64, 16))  # stage grids 8x8 and 4x4, four SS2D scans
+    student = StudentFeatures(torch.randn(2, 3), None, shares)
+    teacher = TeacherFeatures(tokens, logits=logits)
+    wsab = combined.wsab(student, teacher).loss
+    soft = torch.softmax(logits / 2, -1)
+    kd = 4 * (soft * (soft.log() - torch.log_softmax(student.logits / 2, -1))).sum(-1).mean()
+    torch.testing.assert_close(combined(student, teacher).loss, wsab + 0.5 * kd)
+    with pytest.raises(ValueError, match="not available for hierarchical"):
+        build_distiller("feature", config, 6)
 
 
 def test_transmamba_train_distils_a_vmamba_student(tmp_path):

@@ -46,13 +46,13 @@ def capture_last_hidden_state(module: nn.Module):
 def build_distiller(name: str, student_config, teacher_dim: int, **options) -> nn.Module:
     """The loss named by ``--distillation``; ``options``: tau, weighting, cls_weight, temperature, feature_metric,
     logits_weight."""
-    if getattr(student_config, "model_type", None) == "transvmamba":  # hierarchical: one grid per stage
-        return build_hierarchical_distiller(name, student_config, teacher_dim, **options)
-    grid = (student_config.grid_size, student_config.grid_size)
-    if name == "wsab+logits":
+    if name == "wsab+logits":  # the flat or the hierarchical WSAB, whichever the student needs
         wsab = build_distiller("wsab", student_config, teacher_dim, **options)
         logits = build_distiller("logits", student_config, teacher_dim, **options)
         return WSABLogitsDistillation(wsab, logits, options.get("logits_weight", 1.0))
+    if getattr(student_config, "model_type", None) == "transvmamba":  # hierarchical: one grid per stage
+        return build_hierarchical_distiller(name, student_config, teacher_dim, **options)
+    grid = (student_config.grid_size, student_config.grid_size)
     if name == "wsab":
         return WSABLoss(
             student_config.num_hidden_layers,

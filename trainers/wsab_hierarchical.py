@@ -115,7 +115,8 @@ class HierarchicalWSABLoss(nn.Module):
 
 
 def build_hierarchical_distiller(name: str, config, teacher_dim: int, **options) -> nn.Module:
-    """``--distillation`` for a hierarchical student: wsab, logits or none (feature KD needs one token grid)."""
+    """``--distillation`` for a hierarchical student: wsab, logits or none (feature KD needs one token grid);
+    ``build_distiller`` composes wsab+logits from the first two."""
     if name == "wsab":
         return HierarchicalWSABLoss.for_config(
             config, teacher_dim, tau=options.get("tau", 1.0), weighting=options.get("weighting", "misaligned")
@@ -126,5 +127,5 @@ def build_hierarchical_distiller(name: str, config, teacher_dim: int, **options)
         return NoDistillation()
     raise ValueError(
         f"Distillation {name!r} is not available for hierarchical students (feature KD compares one token grid); "
-        "choose wsab, logits or none."
+        "choose wsab, wsab+logits, logits or none."
     )

@@ -105,6 +105,9 @@ class RecipeOptions:
 # --- the teacher-quality gate ------------------------------------------------------------------------------------
 
 
+CEILING_TOP1 = 0.98  # a scratch student this good leaves a teacher little to add: the gate says so, not only "worse"
+
+
 def teacher_gate(teacher_top1: float, scratch_top1: float, margin_points: float, eval_images: int) -> dict:
     """Compare the teacher's held-out top-1 with the scratch student's; warn loudly when it is not clearly better.
 
@@ -118,9 +121,12 @@ def teacher_gate(teacher_top1: float, scratch_top1: float, margin_points: float,
     if passed:
         message = f"teacher-quality gate passed: {numbers}."
     else:
-        message = (f"teacher-quality gate FAILED: {numbers}. A teacher that is not clearly better than a student "
-                   "trained alone makes the distilled student worse; fine-tune the teacher longer or at a smaller "
-                   "--teacher-learning-rate, or pass a stronger --teacher.")  # fmt: skip
+        message = (f"teacher-quality gate FAILED: {numbers}. Distilling from a teacher that is not clearly better "
+                   "than a student trained alone can make the student worse; fine-tune the teacher longer or at a "
+                   "smaller --teacher-learning-rate, or pass a stronger --teacher.")  # fmt: skip
+        if scratch_top1 >= CEILING_TOP1:
+            message += (f" The scratch student is already at {100 * scratch_top1:.2f} %, so the task may simply "
+                        "leave no room for a teacher to help.")  # fmt: skip
         banner = "!" * 100
         logger.warning(f"\n{banner}\n{message}\n{banner}")
     return {"teacher_top1": teacher_top1, "scratch_top1": scratch_top1, "margin_points": margin,
