@@ -21,6 +21,7 @@ import os
 import platform
 import statistics
 import sys
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import torch
 from paper_tables import _inputs, _teacher_stage, run_args
 from transformers import AutoModelForImageClassification
 
-from transmamba import run as pipeline
+from transmamba import run_stages as pipeline
 from transmamba.folders import atomic_write_text
 from transmamba.stages import Stages
 
@@ -109,7 +110,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     shared = run_args(args)
-    batch = dict(shared.__dict__, batch_size=32)  # the teacher fine-tunes at batch 32
     students = plan(args)
     names = ["data", "teacher", "teacher_outputs"] + [f"convert-s{seed}" for seed in args.seeds]
     names += [f"{ARMS[label][0]}-{ARMS[label][1]}-s{seed}" for label, seed in students]
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "teacher",
         f"fine-tune {args.teacher} on the data for {args.teacher_steps} steps",
         {"data": stages.hashes["data"], "args": _inputs(shared, "teacher")},
-        lambda d: _teacher_stage(d, argparse.Namespace(**batch), data, shared),
+        lambda d: _teacher_stage(d, replace(shared, batch_size=32), data, shared),  # the teacher tunes at batch 32
     )
     stages.run("teacher_outputs", "cache the frozen teacher's tokens and logits on the training images",
                {"teacher": stages.hashes["teacher"]}, lambda d: pipeline.stage_teacher_outputs(d, shared))  # fmt: skip
