@@ -9,7 +9,7 @@ feature KD, and the attention-informed mixer init) over every seed; its table is
 so a partial run leaves partial results. The run fine-tunes
 a head (and the encoder, ``--teacher-tune all``) on Fashion-MNIST, converts it into PMamba-S / ViM-S students of
 the same width and depth, and trains every student for the same steps on the same cached data with the same
-pipeline code as ``transmamba run`` (``transmamba.run.stage_student``). Every student is a resumable stage
+pipeline code as ``transmamba run`` (``transmamba.run_stages.stage_student``). Every student is a resumable stage
 under ``--work-dir``: rerunning a table trains only what is missing. Results go to ``--out-dir`` as
 ``<table>.json`` and ``<table>.md`` (and ``figure3.png``), with the budget and the paper's numbers beside ours.
 """
