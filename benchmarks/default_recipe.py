@@ -3,11 +3,12 @@
 For every dataset and seed this runs the default pipeline exactly as a user does (`transmamba.run.run` with only
 ``--dataset``, ``--seed`` and ``--work-dir`` set: the DINOv2-S/14 teacher, 56 px, 150 steps per student), then
 trains the comparison students on the same work dir, each a resumable stage reusing the run's cached teacher
-outputs and converted student:
+outputs and converted student. The run's own student is recorded under its recipe's name (the seed's ``default``
+says which); the other recipes are the comparison:
 
-- ``wsab``: the paper's WSAB alone (the default adds logits KD);
-- ``logits`` and ``feature``: logits KD alone and last-layer feature KD, at the default learning rates;
-- ``full-lr``: the default recipe with ``--inherited-lr-scale 1`` (the default before this comparison);
+- ``logits``, ``wsab+logits``, ``wsab`` (the paper) and ``feature`` (last-layer feature KD), each from the subclone
+  at the default learning rates (the one the run used is not trained twice);
+- ``full-lr``: the default recipe with ``--inherited-lr-scale 1`` (the rate before issue 13's split);
 - ``half-data``: the default recipe on the first 50 % of the training images.
 
 Results go to ``--out`` as ``.json`` (every student, per seed) and ``.md`` (mean ± std), rewritten after every
@@ -35,11 +36,12 @@ DEFAULT = "default"  # the run's own distillation
 EXTRAS = {  # name -> (distillation, RunArguments overrides, training fraction), in order of importance
     "wsab": ("wsab", {}, 1.0),
     "logits": ("logits", {}, 1.0),
+    "wsab+logits": ("wsab+logits", {}, 1.0),
     "full-lr": (DEFAULT, {"inherited_lr_scale": 1.0}, 1.0),
     "half-data": (DEFAULT, {}, 0.5),
     "feature": ("feature", {}, 1.0),
 }
-ROWS = ("teacher", "scratch", "transmamba", *EXTRAS)
+ROWS = ("teacher", "scratch", "logits", "wsab+logits", "wsab", "feature", "full-lr", "half-data")
 
 
 @dataclass
@@ -59,8 +61,9 @@ class ExperimentArguments:
         self.work_dir, self.out = Path(self.work_dir), Path(self.out)
 
 
-def one_seed(args: ExperimentArguments, dataset: str, seed: int, on_row) -> None:
-    """The default run, then the comparison students; ``on_row(name, top1, seconds)`` after each."""
+def one_seed(args: ExperimentArguments, dataset: str, seed: int, on_row) -> str:
+    """The default run, then the comparison students; ``on_row(name, top1, seconds)`` after each. Returns the
+    run's default distillation."""
     from transmamba.modeling_transmamba import TransMambaForImageClassification
 
     from transmamba import run_stages as st
@@ -73,12 +76,15 @@ def one_seed(args: ExperimentArguments, dataset: str, seed: int, on_row) -> None
     outcome = run(defaults)
     results = outcome.results
     for role in ("teacher", "scratch", "transmamba"):
-        on_row(role, results.accuracy[role], results.timings.get(role))
+        on_row(defaults.distillation if role == "transmamba" else role, results.accuracy[role],
+               results.timings.get(role))  # fmt: skip
     run_hashes = {stage: json.loads((defaults.work_dir / stage / MARKER).read_text())["inputs_hash"]
                   for stage in ("convert", "teacher_outputs", "transmamba")}  # fmt: skip
     stages = Stages(defaults.work_dir, list(EXTRAS))
     pixels = st.load_pixels(defaults.work_dir)
     for extra, (distillation, overrides, fraction) in EXTRAS.items():
+        if extra == defaults.distillation:  # the run's own student
+            continue
         options = replace(defaults, **overrides)
         distillation = defaults.distillation if distillation == DEFAULT else distillation
         inputs = {"run": run_hashes, "distillation": distillation, "overrides": overrides, "fraction": fraction}
@@ -91,20 +97,23 @@ def one_seed(args: ExperimentArguments, dataset: str, seed: int, on_row) -> None
         outputs = stages.run(extra, f"{extra}: {distillation}, {overrides or 'defaults'}, {fraction:.0%} data",
                              inputs, work)  # fmt: skip
         on_row(extra, outputs["top1"], stages.seconds.get(extra))
+    return defaults.distillation
 
 
 def markdown(record: dict) -> str:
     lines = []
     for dataset, seeds in record["results"].items():
         lines += [f"### {dataset}", "", "| model | top-1 % (mean ± std) | per seed |", "|---|---|---|"]
+        defaults = {seeds[s].get("default") for s in seeds}
         for row in ROWS:
             values = [100 * seeds[s][row]["top1"] for s in sorted(seeds) if row in seeds[s]]
             if not values:
                 continue
+            label = f"{row} (the default run)" if row in defaults else row
             spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
             per_seed = " / ".join(f"{v:.2f}" for v in values)
             count = f"{len(values)} seed" + "s" * (len(values) > 1)
-            lines.append(f"| {row} | {statistics.mean(values):.2f}{spread} ({count}) | {per_seed} |")
+            lines.append(f"| {label} | {statistics.mean(values):.2f}{spread} ({count}) | {per_seed} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -129,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                 header = f"Updated {record['updated']}; {record['machine']}; {record['budget']}.\n\n"
                 atomic_write_text(args.out.with_suffix(".md"), header + markdown(record))
 
-            one_seed(args, dataset, seed, on_row)
+            rows["default"] = one_seed(args, dataset, seed, on_row)
+            atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     return 0
 
 

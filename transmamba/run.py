@@ -1,7 +1,7 @@
 """`transmamba run`: the whole TransMamba pipeline in one resumable command.
 
 data -> teacher (fine-tuned) -> convert (stage 1, subcloning) -> teacher outputs (cached once) -> scratch
-student -> teacher-quality gate -> TransMamba student (stage 2, WSAB by default) -> evaluate ->
+student -> teacher-quality gate -> TransMamba student (stage 2, logits KD by default) -> evaluate ->
 export the model folder with its card -> push.
 
 With no arguments it needs no network: Fashion-MNIST from its Debian package when installed, else

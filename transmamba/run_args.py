@@ -59,7 +59,7 @@ class RunArguments(RecipeOptions):
     steps: int = option(150, help="training steps of each student")
     batch_size: int = option(32, help="batch size of every training")
     learning_rate: float = option(1e-3, help="AdamW learning rate of the students")
-    alpha: float = option(0.5, help="WSAB: L = alpha * task + (1 - alpha) * distillation")
+    alpha: float = option(0.5, help="L = alpha * task + (1 - alpha) * distillation")
     save_steps: int = option(40, help="checkpoint interval of the trainings, for resuming")
     seed: int = option(0, help="seed of data subset, initialisations and training order")
     base_model: str | None = option(
