@@ -9,8 +9,8 @@ from test_train import distill
 from test_train_support import digits, save_teacher
 from transmamba.modeling_transmamba import TransVMambaConfig, TransVMambaForImageClassification
 from transmamba.modeling_transmamba.scan_orders import SS2D_DIRECTIONS, scan_permutations
-from transmamba.trainers.features import StudentFeatures, TeacherFeatures
 from transmamba.trainers.combined import WSABLogitsDistillation
+from transmamba.trainers.features import StudentFeatures, TeacherFeatures
 from transmamba.trainers.wrapper import build_distiller
 from transmamba.trainers.wsab_hierarchical import HierarchicalWSABLoss, resample, teacher_grid
 
