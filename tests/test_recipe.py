@@ -41,14 +41,14 @@ def test_gate_needs_the_margin(teacher, passed):
     assert ("FAILED" in captured.out) is not passed
 
 
-def _results(gate: dict) -> RunResults:
+def _results(gate: dict, distillation: str = "wsab+logits") -> RunResults:
     return RunResults.from_dict({
         "format": "transmamba-results/1", "model_name": "m", "license": None, "repo_id": None,
         "teacher": {"source": "dinov2", "class": "Dinov2ForImageClassification", "trained_here": False},
         "student": {"family": "PlainMamba"},
         "dataset": {"name": "fashion_mnist", "train_size": 5000, "eval_size": 2000, "train_split": "train",
                     "eval_split": "test"},
-        "budget": {"steps": 150, "distillation": "wsab+logits"},
+        "budget": {"steps": 150, "distillation": distillation},
         "accuracy": {"teacher": gate["teacher_top1"], "scratch": gate["scratch_top1"], "transmamba": 0.70},
         "teacher_gate": gate,
     })  # fmt: skip
@@ -62,6 +62,15 @@ def test_card_records_a_failed_gate_in_numbers():
     passed = teacher_gate(teacher_top1=0.83, scratch_top1=0.7070, margin_points=2.0, eval_images=2000)
     text = build_card(_results(passed)).text
     assert "Teacher-quality gate: passed (teacher 83.00 % vs scratch student 70.70 %" in text and "Warning" not in text
+
+
+@pytest.mark.parametrize("distillation", ["logits", "wsab", "wsab+logits", "feature", "none"])
+def test_card_describes_the_loss_the_model_had(distillation):
+    gate = teacher_gate(teacher_top1=0.83, scratch_top1=0.7070, margin_points=2.0, eval_images=2000)
+    method = build_card(_results(gate, distillation)).text.split("## Method", 1)[1].split("## Data", 1)[0]
+    assert ("calibration MLP maps the direction's mixer output" in method) is distillation.startswith("wsab")
+    assert ("teacher head's logits" in method) is distillation.endswith("logits")
+    assert ("(stage 2): none: the student trains on the task loss only" in method) is (distillation == "none")
 
 
 def test_wsab_plus_logits_matches_hand_computed_values():
