@@ -41,7 +41,7 @@ EXTRAS = {  # name -> (distillation, RunArguments overrides, training fraction),
     "half-data": (DEFAULT, {}, 0.5),
     "feature": ("feature", {}, 1.0),
 }
-ROWS = ("teacher", "scratch", "logits", "wsab+logits", "wsab", "feature", "full-lr", "half-data")
+ROWS = ("teacher", "scratch", *EXTRAS)  # the run's own student is under its recipe's name, one of EXTRAS
 
 
 @dataclass

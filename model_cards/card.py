@@ -36,8 +36,8 @@ STAGE_TWO = {  # what the card says this model's loss was, beside the task loss
     "logits": f"the student trains on the task loss plus {_KD}. The paper's WSAB is `--distillation wsab`; at this "
               "project's measured budgets it added no accuracy over the soft labels and took 1.3-1.5x the training "
               "time (project README, \"Which default, and why\").",
-    "feature": "the student trains on the task loss plus a cosine loss between its last layer's tokens (through a "
-               "calibration MLP) and the teacher's.",
+    "feature": "the student trains on the task loss plus a loss between its last layer's tokens (through a "
+               "calibration MLP) and the teacher's (cosine, or MSE with `--feature_metric mse`).",
     "none": "none: the student trains on the task loss only.",
 }  # fmt: skip
 
