@@ -7,8 +7,11 @@ directions at 2 speeds for 8 frames on a 56 px canvas, captions from class + mot
 per caption (160); frames are resized to `--image-size` (42 px: a 3 x 3 grid of 14 px patches). Text tower:
 all-MiniLM-L6-v2, frozen, for every row (captions padded to 16 tokens). Rows, each trained for the same steps,
 batch and learning rate through `RetrievalTrainer` (the `train-retrieval` code path):
-- TransVideoMamba: subcloned from the teacher (`convert_video`), InfoNCE + the teacher's video embedding as a
-  distillation target (beta = 1).
+- TransVideoMamba: subcloned from the teacher (`convert_video`), InfoNCE + the teacher's video embedding (its
+  mean over frames) as a distillation target (beta = 1, `--distill_target video`, the `train-retrieval` default).
+- TransVideoMamba, per-frame targets: the same against the teacher's features frame by frame
+  (`--distill_target frames`).
+- Subclone only: the subcloned student, InfoNCE only (no teacher term).
 - VideoMamba (scratch): the same architecture, fresh init, InfoNCE only.
 - Teacher (CLIP4Clip meanP, frozen): the image teacher's frame-mean feature + a trained linear projection.
 Every (row, seed) result is written to ``--out-dir/table4.json`` as soon as it exists; a rerun skips it.
@@ -34,7 +37,7 @@ from transmamba.trainers.retrieval import (
     RetrievalTrainer,
     build_retrieval_model,
     retrieval_transform,
-    teacher_video_embedding,
+    teacher_frame_features,
     text_video_metrics,
 )
 from transmamba.trainers.retrieval_args import default_text_encoder
@@ -43,7 +46,8 @@ from transmamba.trainers.train_retrieval import load_video_student
 from transmamba.video_data import load_moving_clips
 
 PAPER = "MSR-VTT R@1: TransVideoMamba 41.6, VideoMamba 40.9, CLIP4Clip 42.1 (paper Table 4)"
-ROWS = ("transvideomamba", "videomamba-scratch", "teacher-clip4clip")
+ROWS = ("transvideomamba", "transvideomamba-frames", "subclone-only", "videomamba-scratch", "teacher-clip4clip")
+TARGETS = {"transvideomamba": "video", "transvideomamba-frames": "frames"}  # the distillation target per student row
 
 
 class Clips(torch.utils.data.Dataset):
@@ -83,12 +87,12 @@ def prepare(args, work: Path) -> dict:
         for split in ("train", "test"):
             batch = retrieval_transform(processor, tokenizer, 8, "video", "caption", 16)(clips[split][:])
             with torch.no_grad():
-                batch["teacher_embeds"] = torch.cat([teacher_video_embedding(teacher, p) for p in
+                batch["teacher_frames"] = torch.cat([teacher_frame_features(teacher, p) for p in
                                                      batch["pixel_values"].split(64)])  # fmt: skip
             out[split] = batch
         return out
 
-    return {"data": cached(work / "data.pt", build), "student": student, "tokenizer": tokenizer}
+    return {"data": cached(work / "clips-teacher-frames.pt", build), "student": student, "tokenizer": tokenizer}
 
 
 def training_args(args, out: Path, seed: int) -> TrainingArguments:
@@ -107,8 +111,10 @@ def train_student(args, prep, row: str, seed: int, work: Path) -> dict:
     scratch = row == "videomamba-scratch"
     model = build_retrieval_model(None if scratch else student, args.text_encoder, args.projection_dim,
                                   vision_config=student.config)  # fmt: skip
-    wrapper = RetrievalDistillation(model, prep["data"]["train"]["teacher_embeds"].shape[-1], 0.0 if scratch else 1.0)
-    test = {k: v for k, v in prep["data"]["test"].items() if k != "teacher_embeds"}
+    beta = 1.0 if row in TARGETS else 0.0
+    wrapper = RetrievalDistillation(model, prep["data"]["train"]["teacher_frames"].shape[-1], beta,
+                                    TARGETS.get(row, "video"))  # fmt: skip
+    test = {k: v for k, v in prep["data"]["test"].items() if k != "teacher_frames"}
     trainer = RetrievalTrainer(model=wrapper, args=training_args(args, work / f"{row}-s{seed}", seed),
                                train_dataset=Clips(prep["data"]["train"]), eval_dataset=Clips(test))  # fmt: skip
     started = time.perf_counter()
@@ -133,7 +139,7 @@ def train_teacher_row(args, prep, seed: int) -> dict:
         return (tokens * mask).sum(1) / mask.sum(1)
 
     train_text, test_text = text_features("train"), text_features("test")
-    video_train, video_test = prep["data"]["train"]["teacher_embeds"], prep["data"]["test"]["teacher_embeds"]
+    video_train, video_test = (prep["data"][split]["teacher_frames"].mean(1) for split in ("train", "test"))
     video_proj = nn.Linear(video_train.shape[-1], args.projection_dim, bias=False)
     text_proj = nn.Linear(train_text.shape[-1], args.projection_dim, bias=False)
     scale = nn.Parameter(torch.tensor(2.6592))

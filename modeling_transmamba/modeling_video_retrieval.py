@@ -29,7 +29,8 @@ def symmetric_info_nce(logits_per_text: torch.Tensor) -> torch.Tensor:
 @dataclass
 class VideoTextRetrievalOutput(ModelOutput):
     """``logits_per_text[i, j]``: scaled cosine of text i and video j. ``video_pooled``: the video tower's pooled
-    feature before the projection (what a distillation target is compared with)."""
+    feature before the projection, and ``video_last_hidden_state`` its tokens ``[cls, (t n)]`` (what distillation
+    targets are compared with)."""
 
     loss: torch.Tensor | None = None
     logits_per_text: torch.Tensor | None = None
@@ -38,6 +39,7 @@ class VideoTextRetrievalOutput(ModelOutput):
     video_embeds: torch.Tensor | None = None
     video_pooled: torch.Tensor | None = None
     direction_outputs: tuple[torch.Tensor, ...] | None = None
+    video_last_hidden_state: torch.Tensor | None = None
 
 
 class TransMambaForVideoTextRetrieval(PreTrainedModel):
@@ -83,8 +85,8 @@ class TransMambaForVideoTextRetrieval(PreTrainedModel):
 
     def get_video_features(
         self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, output_direction_outputs=False
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
-        """(projected embedding, pooled feature, per-layer direction outputs or None)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, ModelOutput]:
+        """(projected embedding, pooled feature, the video tower's whole output)."""
         out = self.video_model(
             pixel_values,
             interpolate_pos_encoding=interpolate_pos_encoding,
@@ -92,7 +94,7 @@ class TransMambaForVideoTextRetrieval(PreTrainedModel):
             return_dict=True,
         )
         pooled = out.pooler_output if self.config.video_pooling == "cls" else out.last_hidden_state.mean(1)
-        return self.video_projection(pooled), pooled, out.direction_outputs
+        return self.video_projection(pooled), pooled, out
 
     def get_text_features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **text_inputs
@@ -123,7 +125,7 @@ class TransMambaForVideoTextRetrieval(PreTrainedModel):
         if pixel_values is None or input_ids is None:
             raise ValueError("Retrieval needs both pixel_values (videos) and input_ids (their captions).")
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        video, pooled, directions = self.get_video_features(
+        video, pooled, tower = self.get_video_features(
             pixel_values, interpolate_pos_encoding, bool(output_direction_outputs)
         )
         extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
@@ -138,7 +140,8 @@ class TransMambaForVideoTextRetrieval(PreTrainedModel):
             text_embeds=text,
             video_embeds=video,
             video_pooled=pooled,
-            direction_outputs=directions,
+            direction_outputs=tower.direction_outputs,
+            video_last_hidden_state=tower.last_hidden_state,
         )
         return output if return_dict else output.to_tuple()
 

@@ -98,6 +98,34 @@ def test_frozen_text_tower_has_no_gradients_and_no_dropout(assets):
     torch.testing.assert_close(model.text_model.embeddings.word_embeddings.weight, saved)
 
 
+def test_frame_target_compares_each_tubelet_with_its_frames(assets):
+    """Per tubelet against the teacher's features of its frames, by hand; reversing the clip's frames changes this
+    loss but not the frame-mean target's, which cannot tell a motion from its reverse."""
+    from transmamba.trainers.retrieval import RetrievalDistillation, build_retrieval_model
+    from transmamba.trainers.train_retrieval import load_video_student
+
+    torch.manual_seed(0)
+    model = build_retrieval_model(load_video_student(str(assets / "student")), str(assets / "text"), 16).train()
+    pixels, ids = torch.randn(2, 4, 3, 32, 32), torch.randint(5, 20, (2, 6))
+    teacher = torch.randn(2, 4, 24)  # (batch, frames, teacher width)
+    losses = {}
+    for target in ("frames", "video"):
+        wrapper = RetrievalDistillation(model, 24, beta=1.0, target=target).train()
+        for name, frames in (("forward", teacher), ("reversed", teacher.flip(1))):
+            losses[target, name] = wrapper(pixels, ids, teacher_frames=frames).logs["distill_loss"]
+    tokens = model(pixel_values=pixels, input_ids=ids).video_last_hidden_state  # [cls, (t n)], tubelet size 1
+    per_tubelet = tokens[:, 1:].reshape(2, 4, -1, tokens.shape[-1]).mean(2)
+    by_hand = 1 - torch.nn.functional.cosine_similarity(wrapper.calibration(per_tubelet), teacher, dim=-1)
+    frames_wrapper = RetrievalDistillation(model, 24, beta=1.0, target="frames")
+    frames_wrapper.calibration.load_state_dict(wrapper.calibration.state_dict())
+    torch.testing.assert_close(frames_wrapper(pixels, ids, teacher_frames=teacher).logs["distill_loss"],
+                               by_hand.mean())  # fmt: skip
+    torch.testing.assert_close(losses["video", "forward"], losses["video", "reversed"])
+    assert abs(losses["frames", "forward"] - losses["frames", "reversed"]) > 1e-3
+    with pytest.raises(ValueError, match="video, frames"):
+        RetrievalDistillation(model, 24, beta=1.0, target="clip")
+
+
 def test_train_command_trains_a_video_classifier_with_wsab(assets, tmp_path):
     """`transmamba train` on a video student: motion classification, WSAB against the teacher's frame tokens."""
     out = tmp_path / "classifier"

@@ -21,6 +21,8 @@ from transmamba.modeling_transmamba import (
 
 from transmamba.video_data import clip_frames
 
+from .retrieval_args import DISTILL_TARGETS
+
 
 def retrieval_ranks(similarity: np.ndarray) -> np.ndarray:
     """1-based rank of the true match (the diagonal) in each row of a (queries, items) similarity matrix.
@@ -96,17 +98,26 @@ class RetrievalTrainingOutput(ModelOutput):
 
 
 class RetrievalDistillation(nn.Module):
-    """Retrieval model + a calibration MLP: ``loss = InfoNCE + β · (1 − cos(P(pooled video), teacher video))``.
+    """Retrieval model + a calibration MLP: ``loss = InfoNCE + β · (1 − cos(P(student), teacher))``.
 
-    The teacher's video embedding is the mean of its per-frame features (CLIP4Clip's meanP). The calibration MLP
-    trains with the model but is not part of the exported retrieval model.
+    Two targets (``target``), both from the image teacher's pooled per-frame features:
+
+    - ``"video"``: their mean over all frames (CLIP4Clip's meanP) against the student's pooled feature. The mean
+      is the same for a clip played forwards or backwards, so it says nothing of a motion's direction.
+    - ``"frames"``: one per tubelet: the mean of the student's tokens of tubelet i against the teacher's features
+      of that tubelet's frames, averaged over tubelets, so the order of the frames survives.
+
+    The calibration MLP trains with the model but is not part of the exported retrieval model.
     """
 
-    def __init__(self, model: TransMambaForVideoTextRetrieval, teacher_dim: int = 0, beta: float = 0.0):
+    def __init__(self, model: TransMambaForVideoTextRetrieval, teacher_dim: int = 0, beta: float = 0.0,
+                 target: str = "video"):  # fmt: skip
         super().__init__()
         if beta < 0:
             raise ValueError(f"The distillation weight must be >= 0, got {beta}.")
-        self.model, self.beta = model, beta
+        if target not in DISTILL_TARGETS:
+            raise ValueError(f"The distillation target must be one of {', '.join(DISTILL_TARGETS)}, got {target!r}.")
+        self.model, self.beta, self.target = model, beta, target
         width = model.config.vision_config.hidden_size
         self.calibration = (
             nn.Sequential(nn.Linear(width, teacher_dim), nn.GELU(), nn.Linear(teacher_dim, teacher_dim))
@@ -118,12 +129,28 @@ class RetrievalDistillation(nn.Module):
     def needs_teacher(self) -> bool:
         return self.calibration is not None
 
-    def forward(self, pixel_values, input_ids, attention_mask=None, teacher_embeds=None) -> RetrievalTrainingOutput:
+    def student_features(self, out, tubelets: int) -> torch.Tensor:
+        """(batch, dim) pooled feature for the ``"video"`` target, (batch, tubelets, dim) for ``"frames"``."""
+        if self.target == "video":
+            return out.video_pooled
+        return out.video_last_hidden_state[:, 1:].unflatten(1, (tubelets, -1)).mean(2)  # drop cls: [cls, (t n)]
+
+    def teacher_target(self, frame_features: torch.Tensor) -> torch.Tensor:
+        """The teacher's (batch, frames, dim) per-frame features as this target's shape."""
+        if self.target == "video":
+            return frame_features.mean(1)
+        tubelet = self.model.config.vision_config.tubelet_size
+        return frame_features.unflatten(1, (-1, tubelet)).mean(2)
+
+    def forward(self, pixel_values, input_ids, attention_mask=None, teacher_frames=None) -> RetrievalTrainingOutput:
+        """``teacher_frames``: the teacher's (batch, frames, dim) pooled per-frame features."""
         out = self.model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask)
         logs = {"info_nce": out.loss.detach()}
         loss = out.loss
-        if self.training and self.calibration is not None and teacher_embeds is not None:
-            cos = F.cosine_similarity(self.calibration(out.video_pooled).float(), teacher_embeds.float(), dim=-1)
+        if self.training and self.calibration is not None and teacher_frames is not None:
+            target = self.teacher_target(teacher_frames).float()
+            student = self.calibration(self.student_features(out, target.shape[1])).float()
+            cos = F.cosine_similarity(student, target, dim=-1)
             distill = (1.0 - cos).mean()
             loss = loss + self.beta * distill
             logs["distill_loss"] = distill.detach()
@@ -131,15 +158,13 @@ class RetrievalDistillation(nn.Module):
 
 
 @torch.no_grad()
-def teacher_video_embedding(
-    teacher: PreTrainedModel, pixel_values: torch.Tensor, pooling: str = "mean"
-) -> torch.Tensor:
-    """Mean over frames of the image teacher's per-frame feature, pooled as the student pools: the mean of its
-    tokens after the final norm ("mean"), or its class token ("cls")."""
+def teacher_frame_features(teacher: PreTrainedModel, pixel_values: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
+    """(batch, frames, dim): the image teacher's feature of each frame, pooled as the student pools: the mean of
+    its tokens after the final norm ("mean"), or its class token ("cls")."""
     batch, frames = pixel_values.shape[:2]
     tokens = teacher(pixel_values=pixel_values.flatten(0, 1)).last_hidden_state
     pooled = tokens.mean(1) if pooling == "mean" else tokens[:, 0]
-    return pooled.view(batch, frames, -1).mean(1)
+    return pooled.view(batch, frames, -1)
 
 
 class RetrievalTrainer(Trainer):
@@ -158,13 +183,13 @@ class RetrievalTrainer(Trainer):
         self._logs: dict[str, list[float]] = {}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if model.training and self.accelerator.unwrap_model(model).needs_teacher and "teacher_embeds" not in inputs:
-            if self.teacher is None:  # batches may carry precomputed teacher embeddings instead of a teacher
-                raise ValueError("Distillation (beta > 0) needs a teacher or batches with teacher_embeds.")
+        if model.training and self.accelerator.unwrap_model(model).needs_teacher and "teacher_frames" not in inputs:
+            if self.teacher is None:  # batches may carry precomputed teacher features instead of a teacher
+                raise ValueError("Distillation (beta > 0) needs a teacher or batches with teacher_frames.")
             pooling = self.accelerator.unwrap_model(model).model.config.video_pooling
             inputs = {
                 **inputs,
-                "teacher_embeds": teacher_video_embedding(self.teacher, inputs["pixel_values"], pooling),
+                "teacher_frames": teacher_frame_features(self.teacher, inputs["pixel_values"], pooling),
             }
         outputs = model(**inputs)
         if model.training:

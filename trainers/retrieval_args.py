@@ -7,7 +7,10 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transmamba.cli_support import check_choice
+
 MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
+DISTILL_TARGETS = ("video", "frames")
 
 
 def default_text_encoder() -> str:
@@ -25,9 +28,18 @@ class RetrievalArguments:
         metadata={"help": "Text tower: a Hub id or folder of a transformers text encoder (default all-MiniLM-L6-v2)."},
     )
     teacher: str | None = field(
-        default=None, metadata={"help": "Image teacher whose frame-mean feature is a distillation target."}
+        default=None, metadata={"help": "Image teacher whose per-frame features are distillation targets."}
     )
     distill_weight: float = field(default=1.0, metadata={"help": "β of the teacher cosine loss (with --teacher)."})
+    distill_target: str = field(
+        default="video",
+        metadata={
+            "help": "What the student is compared with: 'video' (its pooled feature against the teacher's mean "
+            "over all frames, CLIP4Clip's meanP) or 'frames' (per tubelet, against the teacher's features of its "
+            "frames, so the frame order survives; measured no better on moving Fashion-MNIST, BENCHMARKS.md).",
+            "choices": list(DISTILL_TARGETS),
+        },
+    )
     from_scratch: bool = field(
         default=False, metadata={"help": "Re-initialise the video tower (the VideoMamba-from-scratch baseline)."}
     )
@@ -50,3 +62,4 @@ class RetrievalArguments:
     def __post_init__(self) -> None:
         if self.distill_weight < 0 or self.projection_dim < 1 or self.max_length < 1 or self.num_train_clips < 1:
             raise ValueError("--distill-weight must be >= 0; --projection-dim, --max-length, --num-train-clips >= 1.")
+        check_choice("--distill-target", self.distill_target, DISTILL_TARGETS)

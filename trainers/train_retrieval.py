@@ -3,7 +3,8 @@
 The video tower is a converted student (`transmamba convert --student videomamba-t`), pooled (class token) and
 projected; the text tower a pretrained `transformers` encoder, frozen by default (all-MiniLM-L6-v2 offline), its
 mean-pooled features projected; symmetric InfoNCE, plus, with ``--teacher``, a cosine loss to the image
-teacher's video embedding (mean of its frame features). Evaluation reports R@1/R@5/R@10, median and mean rank.
+teacher's per-frame features (``--distill_target``, see `trainers/retrieval.py`). Evaluation reports R@1/R@5/R@10,
+median and mean rank.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def run(args: RetrievalArguments, training_args, data=None):
     )
     teacher = AutoModel.from_pretrained(args.teacher) if args.teacher else None
     teacher_dim = teacher.config.hidden_size if teacher is not None else 0
-    wrapper = RetrievalDistillation(model, teacher_dim, args.distill_weight if teacher is not None else 0.0)
+    wrapper = RetrievalDistillation(model, teacher_dim, args.distill_weight if teacher is not None else 0.0,
+                                    args.distill_target)  # fmt: skip
     trainer = RetrievalTrainer(
         model=wrapper,
         args=training_args,
