@@ -33,6 +33,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -55,12 +56,30 @@ from transmamba.vqa_answer import evaluate_answers
 from transmamba.vqa_eval import SOURCES, vqa_splits
 
 PAPER = "Trans-LLaVA 0.6B (paper, Table 3): GQA 50.2, VQAv2 49.7, VizWiz 34.8, ScienceQA 62.9"
-# name -> (init, alpha, feature_weight, cross-Mamba on)
+
+
+@dataclass(frozen=True)
+class StudentRecipe:
+    """How one Table 3 row's student starts and trains; ``extras`` are the `train-vlm` options it sets beyond
+    alpha and the feature weight (part of its stage's inputs only when set, so earlier stages stay valid)."""
+
+    init: str  # "subclone" or "scratch"
+    alpha: float
+    feature_weight: float
+    cross: bool  # Cross-Mamba layers at 1/3 and 2/3 of the depth
+    extras: tuple[tuple[str, object], ...] = ()
+
+
+T1, T2 = ("temperature", 1.0), ("temperature", 2.0)  # explicit in every distilled row: stage inputs name it
 STUDENTS = {
-    "distilled": ("subclone", 0.5, 1.0, True),
-    "ce-subclone": ("subclone", 1.0, 0.0, True),
-    "ce-scratch": ("scratch", 1.0, 0.0, True),
-    "distilled-no-cross": ("subclone", 0.5, 1.0, False),
+    "distilled": StudentRecipe("subclone", 0.5, 1.0, True, (T1,)),  # train-vlm's defaults
+    "ce-subclone": StudentRecipe("subclone", 1.0, 0.0, True),
+    "ce-scratch": StudentRecipe("scratch", 1.0, 0.0, True),
+    "distilled-no-cross": StudentRecipe("subclone", 0.5, 1.0, False, (T1,)),
+    "distilled-t2": StudentRecipe("subclone", 0.5, 1.0, True, (T2,)),
+    "distilled-no-cross-t2": StudentRecipe("subclone", 0.5, 1.0, False, (T2,)),
+    "distilled-logits": StudentRecipe("subclone", 0.5, 0.0, True, (T2,)),
+    "distilled-inherited": StudentRecipe("subclone", 0.5, 1.0, True, (T2, ("feature_layers", "inherited"))),
 }
 
 
@@ -189,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--class-repeats", type=int, default=2, help="class questions per training image")
     parser.add_argument("--align-lr", type=float, default=1e-3)
     parser.add_argument("--student-lr", type=float, default=1e-3)
+    parser.add_argument("--inherited-lr-scale", type=float, default=0.1,
+                        help="learning-rate multiplier of the subcloned tensors (train-vlm's)")  # fmt: skip
     parser.add_argument("--image-size", type=int, default=56)
     parser.add_argument("--source", default="default", choices=SOURCES, help="question images (Fashion-MNIST).")
     parser.add_argument("--train-images", type=int, default=2000)
@@ -230,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     # Students of one init and Cross-Mamba setting share one init stage (the first one's): the same starting weights.
     first = {}
     for s in students:
-        first.setdefault((STUDENTS[s][0], STUDENTS[s][3]), s)
-    init_of = {s: first[STUDENTS[s][0], STUDENTS[s][3]] for s in students}
+        first.setdefault((STUDENTS[s].init, STUDENTS[s].cross), s)
+    init_of = {s: first[STUDENTS[s].init, STUDENTS[s].cross] for s in students}
     names = ["compose", "align", "eval-teacher"] + [
         f"{kind}-{s}-seed{seed}" for s in students for seed in seeds for kind in ("init", "train", "eval")
         if kind != "init" or init_of[s] == s
@@ -340,12 +361,15 @@ def main(argv: list[str] | None = None) -> int:
         card_and_speed(timed)
     data = DatasetDict({"train": splits["train"], "test": splits["test"].select(range(8))})
     for name in students:
-        init, alpha, feature_weight, cross = STUDENTS[name]
+        recipe = STUDENTS[name]
+        init, alpha, feature_weight, cross, extras = (recipe.init, recipe.alpha, recipe.feature_weight, recipe.cross,
+                                                      dict(recipe.extras))  # fmt: skip
         for seed in seeds:
             tag = f"{name}-seed{seed}"
             cross_layers = [layers // 3, 2 * layers // 3] if cross else []
 
-            def do_init(folder: Path, init=init, cross_layers=cross_layers):
+            def do_init(folder: Path, init=init, cross_layers=cross_layers, seed=seed):
+                torch.manual_seed(seed)  # the new mixers' random init: the same in every process
                 subclone_llava(teacher, num_layers=layers, cross_mamba_layers=cross_layers,
                                output_dir=folder / "subclone")  # fmt: skip
                 if init == "scratch":
@@ -362,12 +386,14 @@ def main(argv: list[str] | None = None) -> int:
                 do_init,
             )
 
-            def do_train(folder: Path, init_tag=init_tag, alpha=alpha, feature_weight=feature_weight, seed=seed):
+            def do_train(folder: Path, init_tag=init_tag, alpha=alpha, feature_weight=feature_weight, seed=seed,
+                         extras=extras):  # fmt: skip
                 targs = training_args(folder / "model", args.student_steps, args.batch, args.student_lr, seed)
                 targs.resume_from_checkpoint = resume_point(folder / "model")
                 vlm = VlmDistillationArguments(teacher=str(teacher), student=str(args.work_dir / f"init-{init_tag}" /
                                                "model"), alpha=alpha, feature_weight=feature_weight,
-                                               freeze_embeddings=True)  # fmt: skip
+                                               freeze_embeddings=True, inherited_lr_scale=args.inherited_lr_scale,
+                                               **extras)  # fmt: skip
                 started = time.perf_counter()
                 train_vlm(vlm, targs, data)
                 return {"seconds": round(time.perf_counter() - started)}, ["model/model.safetensors"]
@@ -382,13 +408,17 @@ def main(argv: list[str] | None = None) -> int:
                     "lr": args.student_lr,
                     "teacher": str(teacher),
                     "frozen_embeddings": True,
+                    "inherited_lr_scale": args.inherited_lr_scale,
+                    **extras,
                 },
                 do_train,
             )
             row = results["rows"].setdefault(tag, {})
             row.update(
                 budget=f"{args.student_steps} steps x batch {args.batch}, lr {args.student_lr}, alpha {alpha}, "
-                f"features {feature_weight}, {layers} layers, cross-Mamba {cross_layers}, embeddings frozen",
+                f"features {feature_weight}, {layers} layers, cross-Mamba {cross_layers}, embeddings frozen"
+                + "".join(f", {key} {value}" for key, value in extras.items())
+                + (f", subcloned tensors at {args.inherited_lr_scale}x the rate" if init == "subclone" else ""),
                 train_seconds=out["seconds"],
             )
             save()

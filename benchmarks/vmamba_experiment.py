@@ -1,4 +1,4 @@
-"""TransVMamba (subclone + hierarchical WSAB + logits KD) against a scratch VMamba at the same budget, real teacher.
+"""TransVMamba (subclone + `transmamba run`'s default distillation) against a scratch VMamba at the same budget.
 
     python benchmarks/vmamba_experiment.py --teacher DINOV2_FOLDER [--seeds 0 1 2] [--steps 100]
 
@@ -31,11 +31,14 @@ from transformers import AutoModelForImageClassification
 
 from transmamba import run_stages as pipeline
 from transmamba.folders import atomic_write_text
+from transmamba.recipe import RecipeOptions
 from transmamba.stages import Stages
 
+RUN_DEFAULT = RecipeOptions().distillation
 ARMS = {  # label -> (init, distillation); the first two are the comparison, the rest an ablation on seed 0
     "scratch": ("scratch", "none"),
-    "TransVMamba (subclone + WSAB + logits KD, the run default)": ("subclone", "wsab+logits"),
+    f"TransVMamba (subclone + {RUN_DEFAULT}, the run default)": ("subclone", RUN_DEFAULT),
+    "TransVMamba (subclone + WSAB + logits KD)": ("subclone", "wsab+logits"),
     "TransVMamba (subclone + WSAB)": ("subclone", "wsab"),
     "subclone only": ("subclone", "none"),
     "scratch + WSAB": ("scratch", "wsab"),
@@ -60,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--teacher-learning-rate", type=float, default=1e-4)
     add("--teacher-tune", choices=["all", "head"], default="all")
     add("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    add("--ablation", action="store_true", help="also train subclone-only and scratch+WSAB (seed of --seeds[0])")
+    add("--ablation", action="store_true",
+        help="also train WSAB + logits, WSAB, subclone-only and scratch + WSAB (seed --seeds[0])")  # fmt: skip
     add("--threads", type=int, default=2)
     # paper_tables.run_args reads these two
     add("--eval-every", type=int, default=0)

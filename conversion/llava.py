@@ -16,6 +16,7 @@ versions cannot silently drop a tensor.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from ..model_cards.naming import public_name
 from ..model_checks import check_weights
 from .args import CONV_INITS, LLAVA_STUDENT_PRESET, MIXER_INITS
 from .attention_init import attention_informed
+from .export import REPORT_NAME
 from .importance import _energy, top_indices
 from .student_spec import _split_top_level, parse_overrides
 
@@ -356,6 +358,15 @@ def _copy_ssm(target: nn.Module, ssm_from: str | Path, copied: dict) -> None:
         copied[f"layers.{index}.ssm"] = count + theirs.A_log.numel() + theirs.D.numel()
 
 
+def tensor_provenance(student: nn.Module, taken: list[nn.Module], sliced: bool) -> dict[str, dict]:
+    """Each student parameter's status in the form `conversion.export.inherited_parameters` reads: "copied" (or
+    "sliced", for a narrower student) when it lies in a module taken from the teacher, else "initialised"."""
+    status = "sliced" if sliced else "copied"
+    from_teacher = {id(p) for module in taken for p in module.parameters()}
+    return {name: {"status": status if id(p) in from_teacher else "initialised"}
+            for name, p in student.named_parameters()}  # fmt: skip
+
+
 def _report(teacher_dir, teacher_config, config, copied, residual, mixer_init, conv_init, ssm_from) -> dict:
     text, student_text = teacher_config.text_config, config.text_config
     width, mixer = attention_width(text), student_text.mixer_size
@@ -448,6 +459,8 @@ def subclone_llava(
     copied["embed_tokens"] = _copy_module(target.embed_tokens, source.embed_tokens, residual)
     copied["norm"] = _copy_module(target.norm, source.norm, residual)
     copied["lm_head"] = _copy_module(student.lm_head, teacher.lm_head, residual)
+    taken = [student.model.vision_tower, student.model.multi_modal_projector, target.embed_tokens, target.norm,
+             student.lm_head]  # fmt: skip
     norms = [n for n, _ in target.layers[0].named_children() if n.endswith("layernorm")]
     for index, layer in enumerate(target.layers):
         teacher_layer = source.layers[index]
@@ -455,7 +468,9 @@ def subclone_llava(
             copied[f"layers.{index}.{name}"] = _copy_module(
                 getattr(layer, name), getattr(teacher_layer, name), residual
             )
+            taken.append(getattr(layer, name))
         _copy_out_proj(layer.mixer.out_proj, teacher_layer.self_attn.o_proj, residual)
+        taken.append(layer.mixer.out_proj)
         copied[f"layers.{index}.o_proj->out_proj"] = width * min(layer.mixer.inner, attention_width(text))
         _init_conv(layer.mixer.conv1d, conv_init)
         if mixer_init == "attention":
@@ -466,9 +481,11 @@ def subclone_llava(
         _copy_ssm(target, ssm_from, copied)
     report = _report(teacher_dir, teacher_config, config, copied, residual, mixer_init, conv_init, ssm_from)
     report["teacher_class"] = type(teacher).__name__
+    report["tensors"] = tensor_provenance(student, taken, sliced=residual is not None)
     if output_dir is not None:
         output_dir = Path(output_dir)
         student.save_pretrained(output_dir)
+        (output_dir / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
         teacher_path = Path(teacher_dir)
         for name in PROCESSOR_FILES:
             if (teacher_path / name).is_file():

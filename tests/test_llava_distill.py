@@ -214,6 +214,12 @@ def test_answer_kd_equals_the_hand_computed_kl():
 
 def test_matched_layers_and_calibration():
     assert matched_layers(2, 4) == [2, 4] and matched_layers(3, 3) == [1, 2, 3] and matched_layers(1, 5) == [5]
+    # A first-n-layers subclone meets the layers it took its weights from, and the teacher's last at the end.
+    assert matched_layers(3, 18, "inherited") == [1, 2, 18] and matched_layers(3, 18) == [6, 12, 18]
+    assert matched_layers(3, 3, "inherited") == [1, 2, 3] and matched_layers(1, 5, "inherited") == [5]
+    assert AnswerDistillation(2, 6, 8, 8, feature_layers="inherited").layers == [1, 6]
+    with pytest.raises(ValueError, match="spread, inherited"):
+        AnswerDistillation(2, 6, 8, 8, feature_layers="top")
     loss = AnswerDistillation(2, 4, student_dim=8, teacher_dim=12)
     assert all(isinstance(c, torch.nn.Linear) for c in loss.calibration)  # widths differ: trainable map
     student_hidden = tuple(torch.randn(2, 5, 8) for _ in range(3))
@@ -233,7 +239,8 @@ def test_matched_layers_and_calibration():
 
 def test_short_distillation_lowers_the_loss_and_exports_the_student(pair, data, tmp_path):
     teacher_dir, student_dir = pair
-    args = VlmDistillationArguments(teacher=teacher_dir, student=student_dir, alpha=0.2)
+    # One rate for every tensor: this checks the loss's gradients; the rate split has its own test below.
+    args = VlmDistillationArguments(teacher=teacher_dir, student=student_dir, alpha=0.2, inherited_lr_scale=1.0)
     trainer = train_vlm(args, training_args(tmp_path / "out", max_steps=16), data).trainer
     rows = [row for row in trainer.state.log_history if "loss" in row]
     assert len(rows) == 16 and {"kd_loss", "feature_loss", "task_loss"} <= set(rows[0])
@@ -264,6 +271,22 @@ def test_ce_only_runs_without_the_teacher_and_frozen_embeddings_stay_put(pair, d
     assert torch.equal(trained[key], initial[key])
     assert not torch.equal(trained["model.multi_modal_projector.linear_1.weight"],
                            initial["model.multi_modal_projector.linear_1.weight"])  # fmt: skip
+
+
+def test_subcloned_tensors_train_at_the_inherited_rate(pair, data, tmp_path):
+    teacher_dir, student_dir = pair
+    args = VlmDistillationArguments(teacher=teacher_dir, student=student_dir, inherited_lr_scale=0.25)
+    trainer = train_vlm(args, training_args(tmp_path / "out", max_steps=1), data).trainer
+    names = {id(p): n.removeprefix("student.") for n, p in trainer.model.named_parameters()}
+    rate = {names[id(p)]: group["lr"] for group in trainer.optimizer.param_groups for p in group["params"]}
+    layer = "model.language_model.layers.0."
+    for taken in ("mlp.down_proj.weight", "mixer.out_proj.weight", "input_layernorm.weight"):
+        assert rate[layer + taken] == pytest.approx(0.25 * 3e-3), taken
+    for new in ("mixer.A_log", "mixer.x_proj.weight", "mixer.in_proj.weight"):
+        assert rate[layer + new] == pytest.approx(3e-3), new
+    assert rate["model.multi_modal_projector.linear_1.weight"] == pytest.approx(0.25 * 3e-3)
+    assert not any(name.startswith("calibration") or "vision_tower" in name for name in rate if rate[name] != 3e-3
+                   and not name.startswith("model."))  # fmt: skip
 
 
 def test_accumulating_2_batches_of_2_equals_one_batch_of_4(pair, data, tmp_path):

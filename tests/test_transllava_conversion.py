@@ -76,6 +76,11 @@ def test_every_copied_tensor_is_in_place(teacher_dir):
         a_log = s[f"model.language_model.layers.{i}.mixer.A_log"]
         assert torch.equal(a_log[0], torch.log(torch.arange(1.0, 17)))  # standard Mamba (S4D-real) init
     assert report["layers_taken"] == "first 2" and report["conv_init"].startswith("N(0, 1)")
+    status = {name: entry["status"] for name, entry in report["tensors"].items()}
+    assert status.keys() == dict(student.named_parameters()).keys()
+    taken = {k for k, v in status.items() if v == "copied"}
+    out_projs = {f"model.language_model.layers.{i}.mixer.out_proj.weight" for i in range(2)}
+    assert taken == ({k for k in shared if k in status} | out_projs)  # what train-vlm trains at the lower rate
 
 
 def test_with_attention_and_mixer_silenced_student_equals_truncated_teacher(teacher_dir):

@@ -4,9 +4,11 @@
 
 - ``KD = T² · KL(p_teacher^T || p_student^T)`` averaged over the positions that predict an answer token (labels
   shifted as for a causal LM: position t predicts ``labels[t + 1]``), at temperature T.
-- ``feature``: student layer i (of n) against teacher layer ``round(i · m / n)`` (of m), so the last student
-  layer meets the teacher's last (both after the final norm, as ``output_hidden_states`` returns them) and a
-  subcloned student that keeps the teacher's depth compares layer to layer. ``1 − cos`` (or MSE) averaged over
+- ``feature``: student layer i (of n) against a teacher layer (of m), chosen by ``feature_layers``: ``"spread"``
+  takes ``round(i · m / n)``, the same relative depth; ``"inherited"`` takes layer i for i < n, the layer whose
+  weights a first-n-layers subclone holds, so no inherited layer is asked to compute what a deeper one does. Either
+  way the last student layer meets the teacher's last (both after the final norm, as ``output_hidden_states``
+  returns them), and a student of the teacher's depth compares layer to layer. ``1 − cos`` (or MSE) averaged over
   the non-padding tokens (image, prompt and answer alike) and the layers; a trainable Linear calibrates student
   features into the teacher's width when the widths differ.
 - ``CE``: the student's next-token loss on the answer tokens.
@@ -33,6 +35,7 @@ from .vlm_lora import base_student
 from .wrapper import DistillationModel, DistillationOutput
 
 FEATURE_METRICS = ("cosine", "mse")
+FEATURE_LAYERS = ("spread", "inherited")
 
 
 def answer_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,8 +53,10 @@ def answer_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t
     return kl.mean() * temperature**2
 
 
-def matched_layers(student_layers: int, teacher_layers: int) -> list[int]:
+def matched_layers(student_layers: int, teacher_layers: int, mapping: str = "spread") -> list[int]:
     """Teacher hidden-state index for each student layer 1..n (index 0 is the embeddings, never compared)."""
+    if mapping == "inherited":
+        return [*range(1, student_layers), teacher_layers]
     return [round(i * teacher_layers / student_layers) for i in range(1, student_layers + 1)]
 
 
@@ -71,15 +76,18 @@ class AnswerDistillation(nn.Module):
         temperature: float = 2.0,
         feature_weight: float = 1.0,
         feature_metric: str = "cosine",
+        feature_layers: str = "spread",
     ):
         super().__init__()
         if feature_metric not in FEATURE_METRICS:
             raise ValueError(f"feature_metric must be one of {', '.join(FEATURE_METRICS)}, got {feature_metric!r}.")
+        if feature_layers not in FEATURE_LAYERS:
+            raise ValueError(f"feature_layers must be one of {', '.join(FEATURE_LAYERS)}, got {feature_layers!r}.")
         if temperature <= 0 or feature_weight < 0:
             raise ValueError(f"Need temperature > 0 and feature_weight >= 0, got {temperature}, {feature_weight}.")
         if student_layers > teacher_layers:
             raise ValueError(f"The student ({student_layers} layers) is deeper than its teacher ({teacher_layers}).")
-        self.layers = matched_layers(student_layers, teacher_layers)
+        self.layers = matched_layers(student_layers, teacher_layers, feature_layers)
         self.temperature, self.feature_weight, self.feature_metric = temperature, feature_weight, feature_metric
         same = student_dim == teacher_dim
         self.calibration = nn.ModuleList(
@@ -113,7 +121,8 @@ class AnswerDistillation(nn.Module):
 
 
 def answer_distiller(student_text: PretrainedConfig, teacher_text: PretrainedConfig, temperature: float,
-                     feature_weight: float, feature_metric: str) -> AnswerDistillation:  # fmt: skip
+                     feature_weight: float, feature_metric: str,
+                     feature_layers: str = "spread") -> AnswerDistillation:  # fmt: skip
     """The distillation terms between two language models' configs; they must share one vocabulary."""
     if student_text.vocab_size != teacher_text.vocab_size:
         raise ValueError(
@@ -122,7 +131,7 @@ def answer_distiller(student_text: PretrainedConfig, teacher_text: PretrainedCon
         )
     return AnswerDistillation(student_text.num_hidden_layers, teacher_text.num_hidden_layers,
                               student_text.hidden_size, teacher_text.hidden_size, temperature, feature_weight,
-                              feature_metric)  # fmt: skip
+                              feature_metric, feature_layers)  # fmt: skip
 
 
 def mixed_loss(model: DistillationModel, task: torch.Tensor, logits: torch.Tensor, hidden_states, teacher_logits,
@@ -154,9 +163,10 @@ class LanguageDistillationModel(DistillationModel):
         temperature: float = 2.0,
         feature_weight: float = 1.0,
         feature_metric: str = "cosine",
+        feature_layers: str = "spread",
     ):
         text, teacher_text = self.text_configs(student, teacher_config)
-        distiller = answer_distiller(text, teacher_text, temperature, feature_weight, feature_metric)
+        distiller = answer_distiller(text, teacher_text, temperature, feature_weight, feature_metric, feature_layers)
         super().__init__(student, distiller, alpha)
 
     @property

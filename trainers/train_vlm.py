@@ -68,6 +68,7 @@ def train_vlm(args: VlmDistillationArguments, training_args, data=None) -> Train
     """
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, set_seed
+    from transmamba.conversion.export import inherited_parameters
     from transmamba.modeling_transmamba import TransLlavaMambaForConditionalGeneration
 
     from transmamba.image_text import (
@@ -125,7 +126,13 @@ def train_vlm(args: VlmDistillationArguments, training_args, data=None) -> Train
     if args.lora:
         student = add_vlm_lora(student, args.lora_r, args.lora_alpha, args.lora_dropout)
     model = LlavaDistillationModel(
-        student, teacher.config, args.alpha, args.temperature, args.feature_weight, args.feature_metric
+        student,
+        teacher.config,
+        args.alpha,
+        args.temperature,
+        args.feature_weight,
+        args.feature_metric,
+        args.feature_layers,
     )
     with torch.no_grad():  # one example through the teacher: placeholder count, image size, vocabulary
         teacher.eval()(**{k: v for k, v in collator([train_data[0]]).items() if k != "labels"})
@@ -137,6 +144,8 @@ def train_vlm(args: VlmDistillationArguments, training_args, data=None) -> Train
         data_collator=collator,
         processing_class=processor,
         teacher=teacher if model.needs_teacher else None,  # CE only (alpha 1): no teacher forward per step
+        inherited=() if args.lora else inherited_parameters(args.student),
+        inherited_lr_scale=args.inherited_lr_scale,
     )
     metrics = train_and_export(trainer, resume)
     print(f"transmamba train-vlm: saved the student to {training_args.output_dir}")
