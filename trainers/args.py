@@ -12,6 +12,7 @@ from transmamba.cli_support import check_choice, check_fraction, check_positive
 DISTILLATIONS = ("wsab", "wsab+logits", "feature", "logits", "none")
 WEIGHTINGS = ("misaligned", "aligned", "uniform")
 FEATURE_METRICS = ("cosine", "mse")
+FEATURE_LAYERS = ("spread", "inherited")
 INHERITED_LR_HELP = (
     "Learning-rate multiplier of the student tensors that subcloning took from the teacher (listed in the "
     "student's subcloning_report.json; the new SSM parameters train at the full rate)."
@@ -135,7 +136,7 @@ class VlmDistillationArguments:
         default=1.0,
         metadata={
             "help": "Logits KD temperature T (KL on answer tokens). 1 by default: at 2, the image students' value, "
-            "a Gemma-3 student answered 52 %% of the held-out questions instead of 64 %% (BENCHMARKS.md, issue 20)."
+            "a Gemma-3 student answered 52 %% of the held-out questions instead of 66 %% (BENCHMARKS.md, issue 20)."
         },
     )
     feature_weight: float = field(
@@ -151,7 +152,7 @@ class VlmDistillationArguments:
             "help": "Which teacher layer each student layer's features meet: 'spread' (the same relative depth) or "
             "'inherited' (layer i for i < n, the layer a first-n-layers subclone took its weights from); the last "
             "meets the teacher's last either way.",
-            "choices": ["spread", "inherited"],
+            "choices": list(FEATURE_LAYERS),
         },
     )
     train_vision_tower: bool = field(
@@ -192,4 +193,4 @@ class VlmDistillationArguments:
         _check_common(self)
         if self.feature_weight < 0:
             raise ValueError(f"--feature_weight must be >= 0, got {self.feature_weight}.")
-        check_choice("--feature_layers", self.feature_layers, ("spread", "inherited"))
+        check_choice("--feature_layers", self.feature_layers, FEATURE_LAYERS)

@@ -30,12 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig
 
+from .args import FEATURE_LAYERS
 from .features import DistillLoss
 from .vlm_lora import base_student
 from .wrapper import DistillationModel, DistillationOutput
 
 FEATURE_METRICS = ("cosine", "mse")
-FEATURE_LAYERS = ("spread", "inherited")
 
 
 def answer_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
