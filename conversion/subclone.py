@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling_transmamba import TransMambaConfig, TransMambaForImageClassification
-from .attention_init import attention_informed
+from .attention_init import OPEN_GATE_BIAS, PINV_RTOL, attention_informed
 from .importance import Selection
 from .teachers import Teacher
 
@@ -140,7 +140,8 @@ def _mixer_out(w: _Writer, plan: _Plan, i: int, prefix: str | None = None) -> No
 
 def _mixer_attention(w: _Writer, plan: _Plan, i: int) -> None:
     """``mixer_init="attention"``: x rows of in_proj <- W_V (+ bias), B/C rows of x_proj <- W_K/W_Q through
-    pinv(W_V), per parameter set (head k for set k), identity conv (``attention_init.py``)."""
+    pinv(W_V), per parameter set (head k for set k), identity conv, open gate, D = 1/tokens
+    (``attention_init.py``)."""
     block, config, r = plan.teacher.blocks[i], plan.config, plan.r
     prefix = f"transmamba.layers.{i}.mixer"
     heads = plan.teacher.config.num_attention_heads
@@ -156,15 +157,26 @@ def _mixer_attention(w: _Writer, plan: _Plan, i: int) -> None:
         x_proj[k, rank + state :] = mapped.C
         heads_used.append(mapped.head)
     width = mapped.width
-    note = f"x rows 0..{width - 1} <- W_V rows 0..{width - 1}; x rows {width}.. and z rows: standard init"
+    gate = "zero (open gate: silu(bias) = 1)" if in_b is not None else "standard init (no bias to open the gate)"
+    if in_b is not None:
+        in_w[inner:] = 0.0
+    note = f"x rows 0..{width - 1} <- W_V rows 0..{width - 1}; x rows {width}..: standard init; z rows: {gate}"
     w.put(f"{prefix}.in_proj.weight", in_w, [block.v.weight], True, plan.source, note)
-    if in_b is not None and block.v.bias is not None:
+    if in_b is not None:
         bias = in_b.detach().clone()
-        bias[:width] = block.v.bias[:width]
-        w.put(f"{prefix}.in_proj.bias", bias, [block.v.bias], True, plan.source, "x half 0..w-1 <- b_V; rest standard")
+        bias[inner:] = OPEN_GATE_BIAS
+        if block.v.bias is not None:
+            bias[:width] = block.v.bias[:width]
+        note = f"x half 0..w-1 <- b_V{'' if block.v.bias is not None else ' (none: standard)'}; rest of x standard; "
+        w.put(f"{prefix}.in_proj.bias", bias, [block.v.bias] if block.v.bias is not None else [], True, plan.source,
+              note + f"z half {OPEN_GATE_BIAS:.4f} (silu = 1)")  # fmt: skip
+    tokens = config.grid_size**2 + int(config.use_cls_token)
+    w.params[f"{prefix}.D"].data.fill_(1.0 / tokens)
+    w.entries[f"{prefix}.D"] = {"status": "initialised", "note": f"1/{tokens}: a uniform attention's self weight"}
     sets = ", ".join(f"set {k}: head {h}" for k, h in enumerate(heads_used))
     note = (f"B rows <- W_K[head, :{state}] pinv(W_V[:{width}]), C rows <- W_Q[head, :{state}] pinv(W_V[:{width}]) "
-            f"on mixer channels 0..{width - 1}, zero beyond ({sets}); dt rows standard init")  # fmt: skip
+            f"on mixer channels 0..{width - 1}, zero beyond ({sets}); pinv keeps singular values >= {PINV_RTOL:.0%} of "
+            "the largest; dt rows standard init")  # fmt: skip
     w.put(f"{prefix}.x_proj_weight", x_proj, [block.k.weight, block.q.weight, block.v.weight], True, plan.source, note)
     conv = w.params[f"{prefix}.conv.weight"]
     identity = torch.zeros_like(conv)

@@ -11,6 +11,9 @@ Resumable: each (variant, seed) writes ``switch_scratch/<variant>-s<seed>.json``
 every eval; a rerun skips finished runs and continues unfinished ones. ``--plot`` writes the PNG and table.
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/experiments/switch_scratch.py --steps 300
+    # the 10.7M-parameter run (hidden 384, 6 layers):
+    OMP_NUM_THREADS=1 python benchmarks/experiments/switch_scratch.py --hidden 384 --layers 6 --steps 500 \\
+        --lr 1e-3 --seeds 0 1 2 --out benchmarks/experiments/switch_scratch_10m
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from transmamba.modeling_transmamba import TransMambaSwitchConfig, TransMambaSwi
 
 from transmamba.text_data import LICENSE, SOURCE, byte_tokenizer, pack, stdlib_corpus
 
-OUT = Path(__file__).with_name("switch_scratch")
+OUT = Path(__file__).with_name("switch_scratch")  # the default --out
 VARIANTS = ("transformer", "ssm", "switch-fixed", "switch-cycle")
 
 
@@ -67,7 +70,7 @@ def evaluate(model, blocks: torch.Tensor, batch: int) -> float:
 
 
 def run(variant: str, seed: int, train: torch.Tensor, valid: torch.Tensor, args) -> None:
-    path, ckpt = OUT / f"{variant}-s{seed}.json", OUT / f"{variant}-s{seed}.pt"
+    path, ckpt = args.out / f"{variant}-s{seed}.json", args.out / f"{variant}-s{seed}.pt"
     record = json.loads(path.read_text()) if path.exists() else None
     if record and record.get("done"):
         return
@@ -127,18 +130,18 @@ def time_steps(args, train: torch.Tensor) -> None:
     median = {v: sorted(t[1:])[len(t[1:]) // 2] for v, t in times.items()}
     base = median.get("transformer")
     result = {v: {"median_s": m, "vs_transformer": m / base if base else None} for v, m in median.items()}
-    (OUT / "step_time.json").write_text(json.dumps({"rounds": args.time_steps, "steps": result}, indent=1))
+    (args.out / "step_time.json").write_text(json.dumps({"rounds": args.time_steps, "steps": result}, indent=1))
     print(result, flush=True)
 
 
-def plot() -> None:
+def plot(out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(p.read_text()) for p in sorted(OUT.glob("*-s[0-9]*.json"))]
-    meta = json.loads((OUT / "meta.json").read_text())
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("*-s[0-9]*.json"))]
+    meta = json.loads((out / "meta.json").read_text())
     fig, ax = plt.subplots(figsize=(6, 4))
     lines = [
         "| variant | seed | TransPoints | params | steps | val loss | train time (s) |",
@@ -158,8 +161,8 @@ def plot() -> None:
     ax.set_title(f"From scratch, {meta['tokens_per_step']} tokens/step, block {meta['block']}")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(OUT.with_suffix(".png"), dpi=120)
-    timing = OUT / "step_time.json"
+    fig.savefig(out.with_suffix(".png"), dpi=120)
+    timing = out / "step_time.json"
     if timing.exists():
         steps = json.loads(timing.read_text())["steps"]
         lines += [
@@ -169,7 +172,7 @@ def plot() -> None:
         ]
     header = f"Date {meta['date']}, {meta['machine']}. Data: {meta['data']}. Tokenizer: byte-level (257).\n"
     header += "Train time: wall seconds while the shared machine's load drifted; compare the step-time ratios.\n\n"
-    OUT.with_suffix(".md").write_text(header + "\n".join(lines) + "\n")
+    out.with_suffix(".md").write_text(header + "\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -186,10 +189,11 @@ def main() -> None:
     parser.add_argument("--eval-blocks", type=int, default=64)
     parser.add_argument("--time-steps", type=int, default=0, help="only time N interleaved training steps")
     parser.add_argument("--plot", action="store_true", help="only redraw the PNG and table from the JSON files")
+    parser.add_argument("--out", type=Path, default=OUT, help="results folder; its .png/.md sit beside it")
     args = parser.parse_args()
-    OUT.mkdir(exist_ok=True)
+    args.out.mkdir(exist_ok=True)
     if args.plot:
-        return plot()
+        return plot(args.out)
     corpus, tokenizer = stdlib_corpus(), byte_tokenizer()
     need = args.steps * args.batch
     train = torch.tensor(pack(corpus["train"], tokenizer, args.block, max_blocks=need)["input_ids"])
@@ -201,15 +205,15 @@ def main() -> None:
         "data": f"{SOURCE} ({LICENSE}), {len(train)} train blocks, {len(valid)} validation blocks",
         "block": args.block,
         "tokens_per_step": args.batch * args.block,
-        "args": vars(args),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     if args.time_steps:
         return time_steps(args, train)
-    (OUT / "meta.json").write_text(json.dumps(meta, indent=1))
+    (args.out / "meta.json").write_text(json.dumps(meta, indent=1))
     for seed in args.seeds:
         for variant in args.variants:
             run(variant, seed, train, valid, args)
-            plot()
+            plot(args.out)
 
 
 if __name__ == "__main__":
