@@ -109,10 +109,14 @@ def test_resume_option_meanings(tmp_path):
     (tmp_path / "checkpoint-2").mkdir()
     (tmp_path / "checkpoint-2" / STATE).write_text("{}")
     (tmp_path / "checkpoint-4").mkdir()  # killed while saving
+    for step, cut in ((6, ""), (8, '{"global_step": 8, "log_hist')):  # killed while writing the state itself
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / STATE).write_text(cut)
     assert resolve_resume(tmp_path, None) == str(tmp_path / "checkpoint-2")
     assert resolve_resume(tmp_path, "last") == str(tmp_path / "checkpoint-2")
     assert resolve_resume(tmp_path, "True") == str(tmp_path / "checkpoint-2")
     assert resolve_resume(tmp_path, "no") is None
-    with pytest.raises(ValueError, match="checkpoint-4 is incomplete .* the newest complete one is .*checkpoint-2"):
-        resolve_resume(tmp_path, str(tmp_path / "checkpoint-4"))
+    for step in (4, 6, 8):
+        with pytest.raises(ValueError, match=f"checkpoint-{step} is incomplete .* newest complete one is .*-2"):
+            resolve_resume(tmp_path, str(tmp_path / f"checkpoint-{step}"))
     assert resolve_resume(tmp_path / "fresh", None) is None

@@ -1,14 +1,16 @@
 """Resuming interrupted training: find the newest COMPLETE checkpoint, and load it the way the library loads models.
 
-A checkpoint is complete when the Trainer got to write ``trainer_state.json`` (it comes after the weights,
-optimizer and scheduler); a process killed while saving leaves a ``checkpoint-N`` without it, which is skipped with
-a message. `LibraryLoadingTrainer` restores a transformers-native model (ViT, DINOv2, ...) through
-``from_pretrained``: transformers 5 renames checkpoint keys on load (``attention.attention.query`` ->
-``attention.q_proj``), and the Trainer's plain ``load_state_dict`` would silently leave those weights at init.
+A checkpoint is complete when the Trainer wrote ``trainer_state.json`` whole (it comes after the weights, optimizer
+and scheduler); a process killed while saving leaves a ``checkpoint-N`` without it, or with a truncated one, and
+that checkpoint is skipped with a message. `LibraryLoadingTrainer` restores a transformers-native model (ViT,
+DINOv2, ...) through ``from_pretrained``: transformers 5 renames checkpoint keys on load
+(``attention.attention.query`` -> ``attention.q_proj``), and the Trainer's plain ``load_state_dict`` would
+silently leave those weights at init.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -27,14 +29,23 @@ def checkpoints(folder: Path) -> tuple[list[Path], list[Path]]:
         (path for path in Path(folder).glob("checkpoint-*") if path.is_dir() and _STEP.match(path.name)),
         key=lambda path: int(_STEP.match(path.name).group(1)),
     )
-    return [p for p in found if (p / STATE).is_file()], [p for p in found if not (p / STATE).is_file()]
+    done = {path: _state_is_whole(path / STATE) for path in found}
+    return [p for p in found if done[p]], [p for p in found if not done[p]]
+
+
+def _state_is_whole(state: Path) -> bool:
+    """Written to the end: a kill during ``save_to_json`` leaves the file empty or cut off mid-document."""
+    try:
+        return isinstance(json.loads(state.read_text()), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def newest_complete(folder: Path) -> Path | None:
     """The newest complete checkpoint; incomplete ones are reported (and left alone) on the way."""
     complete, incomplete = checkpoints(folder)
     for path in incomplete:
-        logger.warning(f"skipping {path}: incomplete (no {STATE}; the run was killed while saving it)")
+        logger.warning(f"skipping {path}: incomplete (no whole {STATE}; the run was killed while saving it)")
     return complete[-1] if complete else None
 
 
@@ -55,10 +66,10 @@ def resolve_resume(output_dir: str | Path, requested: str | None) -> str | None:
             logger.warning(f"resuming from {newest} (pass --resume_from_checkpoint no to start over)")
         return str(newest) if newest else None
     path = Path(requested)
-    if not (path / STATE).is_file():
+    if not _state_is_whole(path / STATE):
         newest = newest_complete(path.parent) if path.parent.is_dir() else None
         hint = f"; the newest complete one is {newest}" if newest else ""
-        what = "does not exist" if not path.exists() else f"is incomplete (no {STATE}: killed while saving)"
+        what = "does not exist" if not path.exists() else f"is incomplete (no whole {STATE}: killed while saving)"
         raise ValueError(f"--resume_from_checkpoint {requested} {what}{hint}. Pass --resume_from_checkpoint last.")
     return str(path)
 
