@@ -25,7 +25,7 @@ Attention computes ``y_t = sum_s softmax(q_t . k_s) v_s``; a selective SSM compu
 
 Measured on the fine-tuned DINOv2-S/14 (issue 13, teacher-forced per layer, |mixer - attention|² over
 |attention - bias|², six layers): standard init 1.01-1.19; the exact pinv with a random gate and D = 1 reached
-80-10⁷, because layer 0's W_V has a condition number of 1.4e4; with the rules above 0.49-1.34.
+80-10⁷, because layer 0's W_V has a condition number of 1.4e4; with the rules above 0.53-1.28.
 """
 
 from __future__ import annotations
