@@ -149,7 +149,10 @@ def plot(out: Path) -> None:
     ]
     for r in records:
         steps = [c["step"] for c in r["curve"]]
-        ax.plot(steps, [c["val_loss"] for c in r["curve"]], label=f"{r['variant']} (s{r['seed']})")
+        color = f"C{VARIANTS.index(r['variant'])}"  # one colour per variant, one line style per seed
+        style = ("-", "--", ":", "-.")[r["seed"] % 4]
+        ax.plot(steps, [c["val_loss"] for c in r["curve"]], color=color, linestyle=style,
+                label=f"{r['variant']} (s{r['seed']})")  # fmt: skip
         last = r["curve"][-1]
         tp = r["transpoints"] if len(set(r["transpoints"])) > 1 else r["transpoints"][0]
         lines.append(
