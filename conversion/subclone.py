@@ -157,19 +157,20 @@ def _mixer_attention(w: _Writer, plan: _Plan, i: int) -> None:
         x_proj[k, rank + state :] = mapped.C
         heads_used.append(mapped.head)
     width = mapped.width
-    gate = "zero (open gate: silu(bias) = 1)" if in_b is not None else "standard init (no bias to open the gate)"
-    if in_b is not None:
+    gate = "standard init (no bias to open the gate)"
+    if in_b is not None:  # open the gate: z rows zero, z bias with silu = 1
+        gate = "zero (open gate: silu(bias) = 1)"
         in_w[inner:] = 0.0
-    note = f"x rows 0..{width - 1} <- W_V rows 0..{width - 1}; x rows {width}..: standard init; z rows: {gate}"
-    w.put(f"{prefix}.in_proj.weight", in_w, [block.v.weight], True, plan.source, note)
-    if in_b is not None:
         bias = in_b.detach().clone()
         bias[inner:] = OPEN_GATE_BIAS
+        sources, x_half = [], "x half standard (the teacher has no b_V)"
         if block.v.bias is not None:
             bias[:width] = block.v.bias[:width]
-        note = f"x half 0..w-1 <- b_V{'' if block.v.bias is not None else ' (none: standard)'}; rest of x standard; "
-        w.put(f"{prefix}.in_proj.bias", bias, [block.v.bias] if block.v.bias is not None else [], True, plan.source,
-              note + f"z half {OPEN_GATE_BIAS:.4f} (silu = 1)")  # fmt: skip
+            sources, x_half = [block.v.bias], "x half 0..w-1 <- b_V; rest of x standard"
+        note = f"{x_half}; z half {OPEN_GATE_BIAS:.4f} (silu = 1)"
+        w.put(f"{prefix}.in_proj.bias", bias, sources, True, plan.source, note)
+    note = f"x rows 0..{width - 1} <- W_V rows 0..{width - 1}; x rows {width}..: standard init; z rows: {gate}"
+    w.put(f"{prefix}.in_proj.weight", in_w, [block.v.weight], True, plan.source, note)
     tokens = config.grid_size**2 + int(config.use_cls_token)
     w.params[f"{prefix}.D"].data.fill_(1.0 / tokens)
     w.entries[f"{prefix}.D"] = {"status": "initialised", "note": f"1/{tokens}: a uniform attention's self weight"}

@@ -117,6 +117,7 @@ def test_resume_option_meanings(tmp_path):
     assert resolve_resume(tmp_path, "True") == str(tmp_path / "checkpoint-2")
     assert resolve_resume(tmp_path, "no") is None
     for step in (4, 6, 8):
-        with pytest.raises(ValueError, match=f"checkpoint-{step} is incomplete .* newest complete one is .*-2"):
+        expected = f"checkpoint-{step} is incomplete .* the newest complete one is .*checkpoint-2"
+        with pytest.raises(ValueError, match=expected):
             resolve_resume(tmp_path, str(tmp_path / f"checkpoint-{step}"))
     assert resolve_resume(tmp_path / "fresh", None) is None
