@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -93,24 +96,50 @@ def test_bad_input_fails_before_training(tmp_path, pair, case, message):
     assert not (tmp_path / "out").exists()  # nothing trained, nothing written
 
 
-@pytest.fixture(scope="module")
-def launched(tmp_path_factory, pair):
-    """A real 2-process DDP run (gloo, CPU) through `accelerate launch -m transmamba.trainers.train`."""
-    folder = tmp_path_factory.mktemp("ddp")
-    digits().save_to_disk(folder / "digits")
-    teacher, student = pair
+# The first worker to fail was killed by a signal (the launcher's root cause says "exitcode : -6"), not by a Python
+# exception (exitcode 1; the other worker's -15 is the launcher stopping it, listed before the root cause).
+SIGNAL_DEATH = re.compile(r"Root Cause.*?exitcode\s*:\s*(-?\d+)", re.DOTALL)
+
+
+def launch(folder: Path, teacher: str, student: str, attempt: int) -> tuple[subprocess.CompletedProcess, str]:
+    """One `accelerate launch` of 2 processes; returns the result and each rank's own stderr tail (--tee logs)."""
+    logs = folder / f"logs-{attempt}"
     command = [
         *(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"),
         *("--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"),
+        *("--log_dir", str(logs), "--tee", "3"),
         *("--main_process_port", str(free_port()), "-m", "transmamba.trainers.train"),
         *("--teacher", teacher, "--student", student, "--dataset", str(folder / "digits"), "--use_cpu"),
         *("--max_train_samples", "64", "--max_eval_samples", "16", "--per_device_train_batch_size", "8"),
         *("--num_train_epochs", "1", "--save_strategy", "epoch", "--logging_steps", "1", "--disable_tqdm", "true"),
         *("--output_dir", str(folder / "out")),
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONFAULTHANDLER": "1"}  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ranks = "".join(f"\n--- {path.relative_to(logs)}:\n{path.read_text()[-2000:]}"
+                    for path in sorted(logs.glob("*/attempt_*/*/stderr.log")))  # fmt: skip
+    return result, ranks
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory, pair):
+    """A real 2-process DDP run (gloo, CPU) through `accelerate launch -m transmamba.trainers.train`.
+
+    A worker that dies of a signal inside torch's C++ (gloo aborted a rank once in CI on a loaded 2-core machine,
+    never in 24 runs here) gets one more launch, with a warning that carries each rank's log; a Python error
+    fails at once."""
+    folder = tmp_path_factory.mktemp("ddp")
+    digits().save_to_disk(folder / "digits")
+    teacher, student = pair
+    result, ranks = launch(folder, teacher, student, attempt=0)
+    root = SIGNAL_DEATH.search(result.stderr)
+    if result.returncode != 0 and root and int(root.group(1)) < 0:
+        warnings.warn(f"accelerate launch: a worker died of a signal; launching once more. Rank logs:{ranks}",
+                      stacklevel=1)  # fmt: skip
+        shutil.rmtree(folder / "out", ignore_errors=True)
+        result, ranks = launch(folder, teacher, student, attempt=1)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:] + ranks
     return folder / "out", result.stdout + result.stderr
 
 
