@@ -14,6 +14,12 @@ batch and learning rate through `RetrievalTrainer` (the `train-retrieval` code p
 - Subclone only: the subcloned student, InfoNCE only (no teacher term).
 - VideoMamba (scratch): the same architecture, fresh init, InfoNCE only.
 - Teacher (CLIP4Clip meanP, frozen): the image teacher's frame-mean feature + a trained linear projection.
+- Teacher, temporal: the same frozen per-frame features, concatenated in frame order, through a trained linear
+  projection: a teacher that can see a motion's direction, which the frame mean cannot.
+- TransVideoMamba, temporal teacher: the subclone distilled toward that teacher's video embedding (its own seed's
+  teacher), the same cosine term through the calibration MLP.
+- TransVideoMamba, similarity KD: the subclone, InfoNCE + KL between that teacher's and the student's in-batch match
+  distributions (`SimilarityDistillation`).
 Every (row, seed) result is written to ``--out-dir/table4.json`` as soon as it exists; a rerun skips it.
 """
 
@@ -35,6 +41,7 @@ from transmamba.modeling_transmamba.modeling_video_retrieval import MAX_LOGIT_SC
 from transmamba.trainers.retrieval import (
     RetrievalDistillation,
     RetrievalTrainer,
+    RetrievalTrainingOutput,
     build_retrieval_model,
     retrieval_transform,
     teacher_frame_features,
@@ -46,8 +53,12 @@ from transmamba.trainers.train_retrieval import load_video_student
 from transmamba.video_data import load_moving_clips
 
 PAPER = "MSR-VTT R@1: TransVideoMamba 41.6, VideoMamba 40.9, CLIP4Clip 42.1 (paper Table 4)"
-ROWS = ("transvideomamba", "transvideomamba-frames", "subclone-only", "videomamba-scratch", "teacher-clip4clip")
-TARGETS = {"transvideomamba": "video", "transvideomamba-frames": "frames"}  # the distillation target per student row
+ROWS = ("transvideomamba", "transvideomamba-frames", "transvideomamba-temporal", "transvideomamba-simkd",
+        "subclone-only", "videomamba-scratch",
+        "teacher-clip4clip", "teacher-temporal")  # fmt: skip
+TEACHER_ROWS = {"teacher-clip4clip": "mean", "teacher-temporal": "concat"}  # how each teacher row pools the frames
+# the distillation target per student row; the temporal teacher's video embedding stands in for frame features
+TARGETS = {"transvideomamba": "video", "transvideomamba-frames": "frames", "transvideomamba-temporal": "video"}
 
 
 class Clips(torch.utils.data.Dataset):
@@ -112,11 +123,20 @@ def train_student(args, prep, row: str, seed: int, work: Path) -> dict:
     model = build_retrieval_model(None if scratch else student, args.text_encoder, args.projection_dim,
                                   vision_config=student.config)  # fmt: skip
     beta = 1.0 if row in TARGETS else 0.0
-    wrapper = RetrievalDistillation(model, prep["data"]["train"]["teacher_frames"].shape[-1], beta,
-                                    TARGETS.get(row, "video"))  # fmt: skip
+    train = dict(prep["data"]["train"])
+    if row == "transvideomamba-temporal":  # (clips, 1, dim): the "video" target's frame mean is the embedding itself
+        train["teacher_frames"] = temporal_teacher(args, prep, seed, work)["video"][:, None]
+    if row == "transvideomamba-simkd":
+        joint = temporal_teacher(args, prep, seed, work)
+        train.pop("teacher_frames")
+        train.update(teacher_video=joint["video"], teacher_text=joint["text"],
+                     teacher_scale=joint["scale"].expand(len(joint["video"])))  # fmt: skip
+        wrapper = SimilarityDistillation(model)
+    else:
+        wrapper = RetrievalDistillation(model, train["teacher_frames"].shape[-1], beta, TARGETS.get(row, "video"))
     test = {k: v for k, v in prep["data"]["test"].items() if k != "teacher_frames"}
     trainer = RetrievalTrainer(model=wrapper, args=training_args(args, work / f"{row}-s{seed}", seed),
-                               train_dataset=Clips(prep["data"]["train"]), eval_dataset=Clips(test))  # fmt: skip
+                               train_dataset=Clips(train), eval_dataset=Clips(test))  # fmt: skip
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
@@ -126,8 +146,11 @@ def train_student(args, prep, row: str, seed: int, work: Path) -> dict:
             "video_parameters": model.video_model.num_parameters()}  # fmt: skip
 
 
-def train_teacher_row(args, prep, seed: int) -> dict:
-    """CLIP4Clip meanP with the frozen image teacher: only the two projections and the logit scale train."""
+def train_teacher_row(args, prep, seed: int, pooling: str = "mean") -> dict:
+    """CLIP4Clip with the frozen image teacher: only the two projections and the logit scale train. ``pooling``:
+    "mean" (meanP) averages the frame features; "concat" joins them in frame order, so the projection sees the
+    order. Returns the metrics and, as a student's targets, the training clips' normalised video and caption
+    embeddings with the learned logit scale."""
     torch.manual_seed(seed)
     text_model = AutoModel.from_pretrained(args.text_encoder).eval()
 
@@ -139,7 +162,8 @@ def train_teacher_row(args, prep, seed: int) -> dict:
         return (tokens * mask).sum(1) / mask.sum(1)
 
     train_text, test_text = text_features("train"), text_features("test")
-    video_train, video_test = (prep["data"][split]["teacher_frames"].mean(1) for split in ("train", "test"))
+    pool = (lambda f: f.mean(1)) if pooling == "mean" else (lambda f: f.flatten(1))
+    video_train, video_test = (pool(prep["data"][split]["teacher_frames"]) for split in ("train", "test"))
     video_proj = nn.Linear(video_train.shape[-1], args.projection_dim, bias=False)
     text_proj = nn.Linear(train_text.shape[-1], args.projection_dim, bias=False)
     scale = nn.Parameter(torch.tensor(2.6592))
@@ -159,7 +183,40 @@ def train_teacher_row(args, prep, seed: int) -> dict:
         sched.step()
     with torch.no_grad():
         metrics = text_video_metrics(text_proj(test_text), video_proj(video_test))
-    return {"metrics": {f"eval_{k}": v for k, v in metrics.items()}}
+        embeddings = {"video": nn.functional.normalize(video_proj(video_train), dim=-1),
+                      "text": nn.functional.normalize(text_proj(train_text), dim=-1),
+                      "scale": scale.clamp(max=MAX_LOGIT_SCALE).exp()}  # fmt: skip
+    return {"metrics": {f"eval_{k}": v for k, v in metrics.items()}, "train_embeddings": embeddings}
+
+
+def temporal_teacher(args, prep, seed: int, work: Path) -> dict[str, torch.Tensor]:
+    """The temporal teacher's video and text embeddings of the training clips and its logit scale, for this seed
+    (trained once, cached)."""
+    return cached(work / f"teacher-temporal-s{seed}-joint.pt",
+                  lambda: train_teacher_row(args, prep, seed, "concat")["train_embeddings"])  # fmt: skip
+
+
+class SimilarityDistillation(RetrievalDistillation):
+    """InfoNCE + β · KL between the teacher's and the student's in-batch text->video and video->text match
+    distributions (each at its own learned logit scale): the teacher says which other captions nearly match."""
+
+    def __init__(self, model, beta: float = 1.0):
+        super().__init__(model)  # no calibration MLP: similarities need none
+        self.beta = beta
+
+    def forward(self, pixel_values, input_ids, attention_mask=None, teacher_video=None, teacher_text=None,
+                teacher_scale=None):  # fmt: skip
+        out = self.model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask)
+        logs, loss = {"info_nce": out.loss.detach()}, out.loss
+        if self.training and teacher_video is not None:
+            teacher = teacher_scale[0] * teacher_text @ teacher_video.t()
+            student = out.logits_per_text
+            kd = sum(nn.functional.kl_div(nn.functional.log_softmax(s, -1), nn.functional.log_softmax(t, -1),
+                                          log_target=True, reduction="batchmean")
+                     for s, t in ((student, teacher), (student.t(), teacher.t()))) / 2  # fmt: skip
+            loss = loss + self.beta * kd
+            logs["distill_loss"] = kd.detach()
+        return RetrievalTrainingOutput(loss=loss, text_embeds=out.text_embeds, video_embeds=out.video_embeds, logs=logs)
 
 
 def write_tables(results: dict, args, out_dir: Path) -> None:
@@ -216,11 +273,11 @@ def main() -> None:
             if key in results:
                 continue
             started = time.perf_counter()
-            run = (
-                train_teacher_row(args, prep, seed)
-                if row == "teacher-clip4clip"
-                else train_student(args, prep, row, seed, args.work_dir)
-            )
+            if row in TEACHER_ROWS:
+                run = train_teacher_row(args, prep, seed, TEACHER_ROWS[row])
+                run.pop("train_embeddings")
+            else:
+                run = train_student(args, prep, row, seed, args.work_dir)
             results[key] = {**run, "seconds": round(time.perf_counter() - started, 1)}
             write_tables(results, args, args.out_dir)
             print(key, {k: round(v, 2) for k, v in run["metrics"].items() if "t2v" in k}, flush=True)
