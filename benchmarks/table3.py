@@ -48,6 +48,7 @@ from transmamba.modeling_transmamba import TransLlavaMambaForConditionalGenerati
 from transmamba.trainers.align_projector import AlignArguments
 from transmamba.trainers.align_projector import run as align
 from transmamba.trainers.args import VlmDistillationArguments
+from transmamba.trainers.checkpoints import newest_complete
 from transmamba.trainers.train_vlm import train_vlm
 
 from transmamba.image_text import LlavaConversationEncoder
@@ -94,8 +95,9 @@ def training_args(folder: Path, steps: int, batch: int, lr: float, seed: int) ->
 
 
 def resume_point(folder: Path) -> str | None:
-    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return str(checkpoints[-1]) if checkpoints else None
+    """The newest complete checkpoint (one cut off by a kill or a full disk is skipped, with a warning)."""
+    newest = newest_complete(folder) if folder.is_dir() else None
+    return str(newest) if newest else None
 
 
 def evaluate(model_dir: Path, teacher_dir: Path, rows, max_new_tokens: int) -> dict:
