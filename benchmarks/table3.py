@@ -97,7 +97,7 @@ def training_args(folder: Path, steps: int, batch: int, lr: float, seed: int) ->
 
 def resume_point(folder: Path) -> str | None:
     """The newest complete checkpoint (one cut off by a kill or a full disk is skipped, with a warning)."""
-    newest = newest_complete(folder) if folder.is_dir() else None
+    newest = newest_complete(folder)
     return str(newest) if newest else None
 
 

@@ -125,13 +125,12 @@ def train_student(args, prep, row: str, seed: int, work: Path) -> dict:
     beta = 1.0 if row in TARGETS else 0.0
     train = dict(prep["data"]["train"])
     if row == "transvideomamba-temporal":  # (clips, 1, dim): the "video" target's frame mean is the embedding itself
-        train["teacher_frames"] = temporal_teacher(args, prep, seed, work)["video"][:, None]
+        train["teacher_frames"] = teacher_run(args, prep, seed, "concat", work)["train_embeddings"]["video"][:, None]
     if row == "transvideomamba-simkd":
-        joint = temporal_teacher(args, prep, seed, work)
+        joint = teacher_run(args, prep, seed, "concat", work)["train_embeddings"]
         train.pop("teacher_frames")
-        train.update(teacher_video=joint["video"], teacher_text=joint["text"],
-                     teacher_scale=joint["scale"].expand(len(joint["video"])))  # fmt: skip
-        wrapper = SimilarityDistillation(model)
+        train.update(teacher_video=joint["video"], teacher_text=joint["text"])
+        wrapper = SimilarityDistillation(model, joint["scale"])
     else:
         wrapper = RetrievalDistillation(model, train["teacher_frames"].shape[-1], beta, TARGETS.get(row, "video"))
     test = {k: v for k, v in prep["data"]["test"].items() if k != "teacher_frames"}
@@ -189,27 +188,25 @@ def train_teacher_row(args, prep, seed: int, pooling: str = "mean") -> dict:
     return {"metrics": {f"eval_{k}": v for k, v in metrics.items()}, "train_embeddings": embeddings}
 
 
-def temporal_teacher(args, prep, seed: int, work: Path) -> dict[str, torch.Tensor]:
-    """The temporal teacher's video and text embeddings of the training clips and its logit scale, for this seed
-    (trained once, cached)."""
-    return cached(work / f"teacher-temporal-s{seed}-joint.pt",
-                  lambda: train_teacher_row(args, prep, seed, "concat")["train_embeddings"])  # fmt: skip
+def teacher_run(args, prep, seed: int, pooling: str, work: Path) -> dict:
+    """`train_teacher_row`, trained once per pooling and seed (cached): its row and the students it teaches share
+    one teacher."""
+    return cached(work / f"teacher-{pooling}-s{seed}.pt", lambda: train_teacher_row(args, prep, seed, pooling))
 
 
 class SimilarityDistillation(RetrievalDistillation):
     """InfoNCE + β · KL between the teacher's and the student's in-batch text->video and video->text match
     distributions (each at its own learned logit scale): the teacher says which other captions nearly match."""
 
-    def __init__(self, model, beta: float = 1.0):
+    def __init__(self, model, teacher_scale: torch.Tensor, beta: float = 1.0):
         super().__init__(model)  # no calibration MLP: similarities need none
-        self.beta = beta
+        self.beta, self.teacher_scale = beta, float(teacher_scale)
 
-    def forward(self, pixel_values, input_ids, attention_mask=None, teacher_video=None, teacher_text=None,
-                teacher_scale=None):  # fmt: skip
+    def forward(self, pixel_values, input_ids, attention_mask=None, teacher_video=None, teacher_text=None):
         out = self.model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask)
         logs, loss = {"info_nce": out.loss.detach()}, out.loss
         if self.training and teacher_video is not None:
-            teacher = teacher_scale[0] * teacher_text @ teacher_video.t()
+            teacher = self.teacher_scale * teacher_text @ teacher_video.t()
             student = out.logits_per_text
             kd = sum(nn.functional.kl_div(nn.functional.log_softmax(s, -1), nn.functional.log_softmax(t, -1),
                                           log_target=True, reduction="batchmean")
@@ -274,8 +271,8 @@ def main() -> None:
                 continue
             started = time.perf_counter()
             if row in TEACHER_ROWS:
-                run = train_teacher_row(args, prep, seed, TEACHER_ROWS[row])
-                run.pop("train_embeddings")
+                run = teacher_run(args, prep, seed, TEACHER_ROWS[row], args.work_dir)
+                run = {key: value for key, value in run.items() if key != "train_embeddings"}
             else:
                 run = train_student(args, prep, row, seed, args.work_dir)
             results[key] = {**run, "seconds": round(time.perf_counter() - started, 1)}
