@@ -143,8 +143,9 @@ class TransMambaMixer(nn.Module):
     def _scan_inputs(
         self, x: torch.Tensor, grid: tuple[int, int], perm: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Conv, x/dt projections: ``u, delta`` token-major (batch, 1 or K, length, inner), ``B, C`` (batch,
-        1 or K, length, state), and ``rows``: where direction k's step t finds its token in them.
+        """Conv and x_proj: ``u`` token-major (batch, 1 or K, length, inner), ``dt_proj``'s rank-R input (batch,
+        1 or K, length, R; the scan applies ``dt_proj`` itself), ``B, C`` (batch, 1 or K, length, state), and
+        ``rows``: where direction k's step t finds its token in them.
 
         A 2-D conv runs once on the grid, channels-last (the token-major layout itself, so no transposed copy), and
         every projection once per parameter set: with shared parameters (PlainMamba) nothing is computed or stored
@@ -169,8 +170,7 @@ class TransMambaMixer(nn.Module):
             rows = torch.arange(length, device=perm.device).expand_as(perm)
         projected = torch.matmul(u, self.x_proj_weight.transpose(1, 2))  # (batch, sets, length, R + 2N)
         dt_low, B, C = projected.split([self.rank, self.state, self.state], dim=3)
-        delta = torch.matmul(dt_low, self.dt_proj_weight.transpose(1, 2))  # (batch, sets, length, inner)
-        return u, delta, B, C, rows
+        return u, dt_low, B, C, rows
 
     def forward(
         self,
@@ -189,7 +189,7 @@ class TransMambaMixer(nn.Module):
         perm, codes = perm.to(hidden_states.device), codes.to(hidden_states.device)
 
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)  # token-major views, read in place by the scan
-        u, delta, B, C, rows = self._scan_inputs(x, grid, perm)
+        u, dt_low, B, C, rows = self._scan_inputs(x, grid, perm)
         # B, C are small (state-sized): materialise them per direction, in scan order.
         index = rows[None, :, :, None].expand(batch, k, length, self.state)
         B = B.expand(batch, k, length, self.state).gather(2, index)
@@ -198,7 +198,7 @@ class TransMambaMixer(nn.Module):
             B = B + self.direction_B[codes]
         y = selective_scan_tokens(
             u,
-            delta,
+            dt_low,
             -torch.exp(self.A_log.float()),
             B,
             C,
@@ -210,6 +210,7 @@ class TransMambaMixer(nn.Module):
             delta_softplus=True,
             separate=output_direction_outputs,
             backend=self.config.scan_backend,
+            delta_proj=self.dt_proj_weight,
         )  # (batch, 1 or directions, length, inner) at the tokens' raster positions
         scale = 1.0 / k if self.config.combine_directions == "mean" else 1.0
         combined = y.sum(1) if output_direction_outputs else y[:, 0]

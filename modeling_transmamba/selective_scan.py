@@ -304,6 +304,7 @@ def selective_scan_tokens(
     delta_softplus: bool = False,
     separate: bool = False,
     backend: str = "auto",
+    delta_proj: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """K scan directions over one token sequence, straight from token-major tensors (what the mixer calls).
 
@@ -313,11 +314,16 @@ def selective_scan_tokens(
     state); ``D, delta_bias``: (1 or K, channels); ``B, C``: (batch, K, length, state) in scan order.
     Returns (batch, 1, length, channels), the directions' outputs summed at each token's position, or with
     ``separate`` (batch, K, length, channels), one slot per direction, still at token positions.
+    With ``delta_proj`` (slots of delta, channels, rank), ``delta`` is ``dt_proj``'s rank-R input (batch, 1 or K,
+    length, rank) and Δ = delta · delta_projᵀ: the numba kernel forms it per channel block, so the (batch, length,
+    channels) Δ is never stored during inference; the other backends materialise it.
     The numba backend reads these layouts directly; the others go through ``selective_scan`` on gathered copies.
     """
     rows = perm if rows is None else rows
     if resolve_backend(backend, u.device) == "numba":
         return _numba_ops()[1](
-            u, delta, A, B, C, D, z, delta_bias, perm, rows, delta_softplus, separate
+            u, delta, A, B, C, D, z, delta_bias, perm, rows, delta_softplus, separate, delta_proj=delta_proj
         )
+    if delta_proj is not None:
+        delta = torch.matmul(delta, delta_proj.mT)
     return _tokens_via_channels(u, delta, A, B, C, D, z, delta_bias, perm, rows, delta_softplus, separate, backend)

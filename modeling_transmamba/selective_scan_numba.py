@@ -69,31 +69,45 @@ def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
+def _projection(delta_proj: torch.Tensor | None, dtype: torch.dtype, inner: int) -> np.ndarray:
+    """``dt_proj`` as the forward kernel reads it, (sets, rank, channels); (1, 0, channels) when Δ is given whole."""
+    if delta_proj is None:
+        return np.zeros((1, 0, inner), dtype=_NUMPY[dtype])
+    return delta_proj.detach().to(dtype).transpose(1, 2).contiguous().numpy()
+
+
 class _NumbaTokenScan(torch.autograd.Function):
+    """With ``delta_proj`` (sets, channels, rank), ``delta`` is ``dt_proj``'s rank-R input: the forward kernel forms
+    Δ per channel block, and only the backward materialises it (for its kernel), then maps ddelta back."""
+
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, perm, rows, delta_softplus, separate):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, perm, rows, delta_softplus, separate, delta_proj=None):
         dtype = _compute_dtype(u, delta, A, B, C)
         batch, _, length, inner = u.shape
         directions, state = B.shape[1], A.shape[2]
         out = torch.empty(batch, directions if separate else 1, length, inner, dtype=dtype)
         last_state = torch.empty(batch, directions, inner, state, dtype=dtype)
         blocks = _blocks(batch, inner, _use_torch_threads())
+        tensors = _kernel_inputs(u, delta, z, A, B, C, D, delta_bias, perm, rows, dtype)
         forward_kernel(_float_type(dtype))(
-            *_kernel_inputs(u, delta, z, A, B, C, D, delta_bias, perm, rows, dtype),
+            *tensors[:8],
+            _projection(delta_proj, dtype, inner),
+            *tensors[8:],
             bool(delta_softplus),
             z is not None,
             blocks,
             out.numpy(),
             last_state.numpy(),
         )
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, perm, rows)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, perm, rows, delta_proj)
         ctx.delta_softplus = delta_softplus
         return out.to(u.dtype), last_state  # fp32, or fp64 for fp64 inputs
 
     @staticmethod
     def backward(ctx, dout, dlast):
-        u, delta, A, B, C, D, z, delta_bias, perm, rows = ctx.saved_tensors
-        dtype = _compute_dtype(u, delta, A, B, C)
+        u, low_rank, A, B, C, D, z, delta_bias, perm, rows, delta_proj = ctx.saved_tensors
+        dtype = _compute_dtype(u, low_rank, A, B, C)
+        delta = low_rank if delta_proj is None else torch.matmul(low_rank.to(dtype), delta_proj.to(dtype).mT)
         batch, _, length, inner = u.shape
         sets, directions, state = A.shape[0], B.shape[1], A.shape[2]
         blocks = _blocks(batch, inner, _use_torch_threads())
@@ -117,9 +131,13 @@ class _NumbaTokenScan(torch.autograd.Function):
             blocks,
             *(grad.numpy() for grad in grads.values()),
         )
+        ddelta = grads["ddelta"]
+        if delta_proj is not None:  # Δ = low · Wᵀ per slot: dlow = ddelta · W, dW = Σ_batch ddeltaᵀ · low
+            dproj = torch.matmul(ddelta.mT, low_rank.to(dtype)).sum_to_size(delta_proj.shape).to(delta_proj.dtype)
+            ddelta = torch.matmul(ddelta, delta_proj.to(dtype))
         return (
             grads["du"].to(u.dtype),
-            grads["ddelta"].to(delta.dtype),
+            ddelta.to(low_rank.dtype),
             grads["dA"].sum(0).to(A.dtype),
             grads["dB"].sum(1).to(B.dtype),
             grads["dC"].sum(1).to(C.dtype),
@@ -130,20 +148,28 @@ class _NumbaTokenScan(torch.autograd.Function):
             None,
             None,
             None,
+            None if delta_proj is None else dproj,
         )
 
 
-def _check_tokens(u, delta, A, B, C, D, z, delta_bias, perm, rows) -> None:
+def _check_tokens(u, delta, A, B, C, D, z, delta_bias, perm, rows, delta_proj=None) -> None:
     if u.dim() != 4 or delta.dim() != 4 or (z is not None and z.dim() != 4):
         raise ValueError("u, delta and z must be (batch, 1 or directions, length, channels) token tensors.")
     batch, _, length, inner = u.shape
     directions = perm.shape[0] if perm.dim() == 2 else -1
     if perm.shape != (directions, length) or rows.shape != perm.shape:
         raise ValueError(f"perm and rows must be (directions, length) = (K, {length}) index tensors.")
+    width = {"u": inner, "delta": inner if delta_proj is None else delta_proj.shape[-1], "z": inner}
     for name, tensor in (("u", u), ("delta", delta), ("z", z)):
         if tensor is not None and (tensor.shape[0] != batch or tensor.shape[1] not in (1, directions)
-                                   or tensor.shape[2:] != (length, inner)):  # fmt: skip
-            raise ValueError(f"{name} {tuple(tensor.shape)} must be ({batch}, 1 or {directions}, {length}, {inner}).")
+                                   or tensor.shape[2:] != (length, width[name])):  # fmt: skip
+            raise ValueError(
+                f"{name} {tuple(tensor.shape)} must be ({batch}, 1 or {directions}, {length}, {width[name]})."
+            )
+    if delta_proj is not None and (delta_proj.dim() != 3 or delta_proj.shape[0] not in (1, delta.shape[1])
+                                   or delta_proj.shape[1] != inner):  # fmt: skip
+        raise ValueError(f"delta_proj {tuple(delta_proj.shape)} must be (1 or {delta.shape[1]}, {inner}, rank): one "
+                         "projection for every slot of delta, or one per slot.")  # fmt: skip
     if A.dim() != 3 or A.shape[0] not in (1, directions) or A.shape[1] != inner:
         raise ValueError(f"A {tuple(A.shape)} must be (1 or {directions}, {inner}, state).")
     expected = (batch, directions, length, A.shape[2])
@@ -152,7 +178,7 @@ def _check_tokens(u, delta, A, B, C, D, z, delta_bias, perm, rows) -> None:
     for name, vector in (("D", D), ("delta_bias", delta_bias)):
         if vector is not None and vector.shape != A.shape[:2]:
             raise ValueError(f"{name} must have shape {tuple(A.shape[:2])} like A's first two dims.")
-    if any(t is not None and t.device.type != "cpu" for t in (u, delta, A, B, C, D, z, delta_bias)):
+    if any(t is not None and t.device.type != "cpu" for t in (u, delta, A, B, C, D, z, delta_bias, delta_proj)):
         raise ValueError("The numba scan runs on CPU tensors; use backend='cuda' or 'chunked' on GPU.")
 
 
@@ -170,11 +196,14 @@ def selective_scan_numba_tokens(
     delta_softplus: bool = False,
     separate: bool = False,
     return_last_state: bool = False,
+    delta_proj: torch.Tensor | None = None,
 ):
     """Multi-direction scan straight from token tensors; see ``selective_scan.selective_scan_tokens`` for shapes."""
     rows = perm if rows is None else rows
-    _check_tokens(u, delta, A, B, C, D, z, delta_bias, perm, rows)
-    out, last_state = _NumbaTokenScan.apply(u, delta, A, B, C, D, z, delta_bias, perm, rows, delta_softplus, separate)
+    _check_tokens(u, delta, A, B, C, D, z, delta_bias, perm, rows, delta_proj)
+    out, last_state = _NumbaTokenScan.apply(
+        u, delta, A, B, C, D, z, delta_bias, perm, rows, delta_softplus, separate, delta_proj
+    )
     return (out, last_state) if return_last_state else out
 
 

@@ -23,6 +23,9 @@ all directions (one slot) are read, never expanded. One task owns a batch entry 
 every direction, so shared inputs' gradients and the summed output are written without races; per sub-block of
 ``LANES`` channels the inputs are gathered into scan-order scratch rows and each channel scanned as a row.
 
+``dt_proj`` can be folded in: given its rank-R input and weight, the forward forms each channel block's Δ rows
+itself (`project_rows`), so no (batch, length, channels) Δ is stored; the backward kernel takes a materialised Δ.
+
 Directions that share ``delta`` and ``A`` (PlainMamba) share ``exp(dt_t A)`` too: it depends on the token, not on
 the order it is visited in, so it is tabulated once per token and sub-block and read by every direction (one
 exponential per token, channel and state instead of one per direction). The backward recomputes the states ``h_t``
@@ -51,6 +54,7 @@ from .selective_scan_numba_math import (
     discretise,
     load_rows,
     multiply,
+    project_rows,
     silu_gates,
     skip_and_gate,
     store_rows,
@@ -67,7 +71,7 @@ if numba.config.THREADING_LAYER == "default":
     numba.config.THREADING_LAYER = "workqueue"
 
 
-def _forward(u, delta, z, A, Bs, Cs, D, bias, perm, rows, softplus, has_z, blocks, out, last_state):
+def _forward(u, delta, z, A, Bs, Cs, D, bias, proj, perm, rows, softplus, has_z, blocks, out, last_state):
     """One task per (batch, block of channels) holding every direction, so shared inputs and a summed output never
     race. Per sub-block of ``LANES`` channels the inputs are loaded once into token-row scratch (per direction only
     when they differ per direction); each direction then walks its order through them, updating the ``LANES``
@@ -75,7 +79,8 @@ def _forward(u, delta, z, A, Bs, Cs, D, bias, perm, rows, softplus, has_z, block
 
     When every direction shares ``delta`` and ``A`` (PlainMamba), ``exp(dt A)`` is a property of the token, not of
     the direction: it is tabulated once per token (``decays``) and each direction reads its row, so K directions
-    cost one set of exponentials instead of K."""
+    cost one set of exponentials instead of K. With a non-empty ``proj`` (sets, rank, channels), ``delta`` is
+    ``dt_proj``'s rank-R input and each sub-block forms its own Δ rows (`project_rows`)."""
     batch, length, inner = u.shape[0], u.shape[2], u.shape[3]
     directions, state = Bs.shape[1], A.shape[2]
     span = -(-inner // blocks)
@@ -96,6 +101,7 @@ def _forward(u, delta, z, A, Bs, Cs, D, bias, perm, rows, softplus, has_z, block
         drives = np.zeros((length, LANES), u.dtype)
         decays = np.zeros((length if tabulate else 1, state, LANES), u.dtype)
         decay_rates = np.zeros((state, LANES), u.dtype)
+        proj_block = np.zeros((proj.shape[1], LANES), u.dtype)
         h = np.empty((state, LANES), u.dtype)
         scan_ys = np.zeros((length, LANES), u.dtype)  # read-outs in scan order
         skip = np.zeros(LANES, u.dtype)
@@ -108,7 +114,11 @@ def _forward(u, delta, z, A, Bs, Cs, D, bias, perm, rows, softplus, has_z, block
                 if fresh_u:
                     load_rows(u, b, k if u.shape[1] > 1 else 0, first, width, no_bias, us)
                 if fresh_dt:
-                    load_rows(delta, b, k if delta.shape[1] > 1 else 0, first, width, bias[p], raw)
+                    slot = k if delta.shape[1] > 1 else 0
+                    if proj.shape[1] > 0:
+                        project_rows(delta, b, slot, proj[slot % proj.shape[0]], first, width, bias[p], proj_block, raw)
+                    else:
+                        load_rows(delta, b, slot, first, width, bias[p], raw)
                     discretise(raw.reshape(-1), zero, softplus, dts.reshape(-1), slopes.reshape(-1))
                 if has_z and (k == 0 or z.shape[1] > 1):
                     load_rows(z, b, k if z.shape[1] > 1 else 0, first, width, no_bias, raw)
@@ -305,9 +315,10 @@ def _signatures(float_type: str) -> tuple[str, str]:
     kernel), the small tensors the kernels allocate or the wrapper makes contiguous are C-contiguous."""
     layouts = (":,:,:,:", ":,::1", ":,:,::1", ":,:,:,::1", ":,:,:,:,::1")
     any4, c2, c3, c4, c5 = (f"{float_type}[{dims}]" for dims in layouts)
-    shared = f"{any4}, {any4}, {any4}, {c3}, {c4}, {c4}, {c2}, {c2}, i8[:,::1], i8[:,::1], b1, b1"
-    forward = f"void({shared}, i8, {c4}, {c4})"
-    backward = f"void({shared}, {any4}, {c4}, i8, {c4}, {c4}, {c4}, {c4}, {c3}, {c3}, {c5}, {c5})"
+    tensors = f"{any4}, {any4}, {any4}, {c3}, {c4}, {c4}, {c2}, {c2}"  # u, delta, z, A, B, C, D, bias
+    orders = "i8[:,::1], i8[:,::1], b1, b1"  # perm, rows, softplus, has_z
+    forward = f"void({tensors}, {c3}, {orders}, i8, {c4}, {c4})"  # + proj (dt_proj, transposed)
+    backward = f"void({tensors}, {orders}, {any4}, {c4}, i8, {c4}, {c4}, {c4}, {c4}, {c3}, {c3}, {c5}, {c5})"
     return forward, backward
 
 

@@ -215,6 +215,26 @@ def load_rows(source, b, k, first, width, bias, target):
             target[l, j] = source[b, k, l, first + j] + bias[first + j]
 
 
+@jit(fastmath=FASTMATH)
+def project_rows(low, b, k, weight, first, width, bias, block, target):
+    """``target[l, j] = bias[first + j] + sum_r low[b, k, l, r] weight[r, first + j]``: one channel block's Δ from
+    its rank-R input (``dt_proj`` folded in), so the layer's full (length, channels) Δ never exists. The block's
+    weights are copied into the contiguous scratch ``block`` (rank, LANES) first: read in place, the loop ran
+    2.8x slower."""
+    for r in range(weight.shape[0]):
+        for j in range(width):
+            block[r, j] = weight[r, first + j]
+    for l in range(low.shape[2]):
+        row = target[l]
+        for j in range(width):
+            row[j] = bias[first + j]
+        for r in range(weight.shape[0]):
+            v = low[b, k, l, r]
+            w = block[r]
+            for j in range(width):
+                row[j] += v * w[j]
+
+
 @jit()
 def store_rows(rows, target, b, k, first, width):
     """``target[b, k, l, first + j] = rows[l, j]``, then zero ``rows`` for the next accumulation."""

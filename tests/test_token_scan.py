@@ -176,3 +176,47 @@ def test_mismatched_orders_are_refused_before_compute():
         selective_scan_numba_tokens(*args, torch.stack([torch.arange(5)] * 2))
     with pytest.raises(ValueError, match="B and C"):
         selective_scan_numba_tokens(*args[:3], args[3][:, :1], args[4][:, :1], *args[5:], data["perm"])
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[2]], ids=IDS[:3])
+def test_folded_dt_proj_matches_the_materialised_delta(case):
+    """``delta_proj``: the kernel forms Δ = low · Wᵀ per channel block; outputs and the gradients of every input,
+    the low-rank input and W included, equal the scan of the materialised Δ (the other backends' route)."""
+    batch, directions, inner, state, length, own_inputs, own_params, scan_order, _, _ = case
+    data = make_token_inputs(batch, directions, inner, state, length, own_inputs=own_inputs, own_params=own_params,
+                             scan_order_inputs=scan_order)  # fmt: skip
+    views, perm, rows = data["views"], data["perm"], data["rows"]
+    slots, rank = views["delta"].shape[1], 3
+    low = torch.randn(batch, slots, length, rank + 5)[..., 2 : 2 + rank].requires_grad_()  # a strided view
+    proj = (0.5 * torch.randn(slots, inner, rank)).requires_grad_()
+    args = {name: views[name] for name in NAMES}
+    leaves = {**{name: data["leaves"][name] for name in NAMES if name != "delta"}, "low": low, "proj": proj}
+    expected = selective_scan_tokens(**{**args, "delta": torch.matmul(low, proj.mT)}, perm=perm, rows=rows,
+                                     delta_softplus=True, backend="sequential")  # fmt: skip
+    for backend in ("numba", "sequential"):
+        out = selective_scan_tokens(**{**args, "delta": low}, perm=perm, rows=rows, delta_softplus=True,
+                                    backend=backend, delta_proj=proj)  # fmt: skip
+        assert rel_err(out, expected) < 1e-4, backend
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(5))
+        grads = torch.autograd.grad((out * weights).sum(), list(leaves.values()))
+        wanted = torch.autograd.grad((expected * weights).sum(), list(leaves.values()), retain_graph=True)
+        for name, grad, want in zip(leaves, grads, wanted, strict=True):
+            assert grad.shape == leaves[name].shape and rel_err(grad, want) < 1e-4, (backend, name)
+    with pytest.raises(ValueError, match="delta_proj"):
+        selective_scan_numba_tokens(**{**args, "delta": low}, perm=perm, rows=rows, delta_proj=proj[:, :-1])
+
+
+def test_folded_dt_proj_gradcheck_fp64():
+    data = make_token_inputs(1, 2, 3, 2, 6, own_inputs=False, own_params=False)
+    leaves, perm = data["leaves"], data["perm"]
+    low = torch.randn(1, 1, 6, 2, dtype=torch.float64, requires_grad=True)
+    proj = torch.randn(1, 3, 2, dtype=torch.float64, requires_grad=True)
+    u = leaves["u"].detach().double().requires_grad_()
+    B, C = (leaves[name].detach().double().requires_grad_() for name in ("B", "C"))
+    A = leaves["A"].detach().double()
+
+    def scan(u, low, proj, B, C):
+        return selective_scan_numba_tokens(u.transpose(2, 3), low, A, B, C, perm=perm, delta_softplus=True,
+                                           delta_proj=proj)  # fmt: skip
+
+    assert torch.autograd.gradcheck(scan, (u, low, proj, B, C))
