@@ -82,7 +82,6 @@ STUDENTS = {
     "distilled-no-cross-t2": StudentRecipe("subclone", 0.5, 1.0, False, (T2,)),
     "distilled-logits": StudentRecipe("subclone", 0.5, 0.0, True, (T2,)),
     "distilled-inherited": StudentRecipe("subclone", 0.5, 1.0, True, (T2, ("feature_layers", "inherited"))),
-    "distilled-gated": StudentRecipe("subclone", 0.5, 1.0, True, (T1, ("kd_positions", "teacher-correct"))),
 }
 
 

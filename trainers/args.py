@@ -13,7 +13,6 @@ DISTILLATIONS = ("wsab", "wsab+logits", "feature", "logits", "none")
 WEIGHTINGS = ("misaligned", "aligned", "uniform")
 FEATURE_METRICS = ("cosine", "mse")
 FEATURE_LAYERS = ("spread", "inherited")
-KD_POSITIONS = ("all", "teacher-correct")
 INHERITED_LR_HELP = (
     "Learning-rate multiplier of the student tensors that subcloning took from the teacher (listed in the "
     "student's subcloning_report.json; the new SSM parameters train at the full rate)."
@@ -156,14 +155,6 @@ class VlmDistillationArguments:
             "choices": list(FEATURE_LAYERS),
         },
     )
-    kd_positions: str = field(
-        default="all",
-        metadata={
-            "help": "Answer tokens the logits KD covers: 'all', or 'teacher-correct' (only where the teacher's top-1 "
-            "token is the label; elsewhere the CE term alone teaches, so a teacher's wrong answers are not taught).",
-            "choices": list(KD_POSITIONS),
-        },
-    )
     train_vision_tower: bool = field(
         default=False, metadata={"help": "Also train the vision tower (frozen by default, as LLaVA does)."}
     )
@@ -203,4 +194,3 @@ class VlmDistillationArguments:
         if self.feature_weight < 0:
             raise ValueError(f"--feature_weight must be >= 0, got {self.feature_weight}.")
         check_choice("--feature_layers", self.feature_layers, FEATURE_LAYERS)
-        check_choice("--kd_positions", self.kd_positions, KD_POSITIONS)

@@ -3,9 +3,7 @@
 ``L = α · CE(answers) + (1 − α) · (KD + β · feature)``:
 
 - ``KD = T² · KL(p_teacher^T || p_student^T)`` averaged over the positions that predict an answer token (labels
-  shifted as for a causal LM: position t predicts ``labels[t + 1]``), at temperature T. With ``kd_positions=
-  "teacher-correct"`` only over those where the teacher's top-1 token is the label: a teacher that names 60 % of
-  the classes would otherwise teach its wrong 40 % as firmly as the rest (those positions keep the CE term).
+  shifted as for a causal LM: position t predicts ``labels[t + 1]``), at temperature T.
 - ``feature``: student layer i (of n) against a teacher layer (of m), chosen by ``feature_layers``: ``"spread"``
   takes ``round(i · m / n)``, the same relative depth; ``"inherited"`` takes layer i for i < n, the layer whose
   weights a first-n-layers subclone holds, so no inherited layer is asked to compute what a deeper one does. Either
@@ -32,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig
 
-from .args import FEATURE_LAYERS, KD_POSITIONS
+from .args import FEATURE_LAYERS
 from .features import DistillLoss
 from .vlm_lora import base_student
 from .wrapper import DistillationModel, DistillationOutput
@@ -47,15 +45,11 @@ def answer_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return scored, next_labels[scored]
 
 
-def answer_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
-                   keep: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-    """``T² · mean_rows KL(softmax(t/T) || softmax(s/T))`` over (rows, vocab) logits of the scored positions, or
-    over the rows ``keep`` marks (0, with a gradient path, when it marks none)."""
+def answer_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T² · mean_rows KL(softmax(t/T) || softmax(s/T))`` over (rows, vocab) logits of the scored positions."""
     student = F.log_softmax(student_logits.float() / temperature, dim=-1)
     teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     kl = (teacher.exp() * (teacher - student)).sum(-1)
-    if keep is not None:
-        kl = kl[keep] if keep.any() else kl.sum(0, keepdim=True) * 0.0
     return kl.mean() * temperature**2
 
 
@@ -83,11 +77,8 @@ class AnswerDistillation(nn.Module):
         feature_weight: float = 1.0,
         feature_metric: str = "cosine",
         feature_layers: str = "spread",
-        kd_positions: str = "all",
     ):
         super().__init__()
-        if kd_positions not in KD_POSITIONS:
-            raise ValueError(f"kd_positions must be one of {', '.join(KD_POSITIONS)}, got {kd_positions!r}.")
         if feature_metric not in FEATURE_METRICS:
             raise ValueError(f"feature_metric must be one of {', '.join(FEATURE_METRICS)}, got {feature_metric!r}.")
         if feature_layers not in FEATURE_LAYERS:
@@ -98,7 +89,6 @@ class AnswerDistillation(nn.Module):
             raise ValueError(f"The student ({student_layers} layers) is deeper than its teacher ({teacher_layers}).")
         self.layers = matched_layers(student_layers, teacher_layers, feature_layers)
         self.temperature, self.feature_weight, self.feature_metric = temperature, feature_weight, feature_metric
-        self.kd_positions = kd_positions
         same = student_dim == teacher_dim
         self.calibration = nn.ModuleList(
             nn.Identity() if same else nn.Linear(student_dim, teacher_dim) for _ in range(student_layers)
@@ -117,13 +107,9 @@ class AnswerDistillation(nn.Module):
             per_layer.append((distance * weights).sum())
         return torch.stack(per_layer)
 
-    def forward(self, student_logits, student_hidden, teacher_logits, teacher_hidden, mask, targets) -> DistillLoss:
-        """``targets``: the label token of each scored row (what ``kd_positions="teacher-correct"`` checks)."""
-        keep = teacher_logits.argmax(-1) == targets if self.kd_positions == "teacher-correct" else None
-        kd = answer_kd_loss(student_logits, teacher_logits, self.temperature, keep)
+    def forward(self, student_logits, student_hidden, teacher_logits, teacher_hidden, mask) -> DistillLoss:
+        kd = answer_kd_loss(student_logits, teacher_logits, self.temperature)
         logs = {"kd_loss": kd.detach()}
-        if keep is not None:
-            logs["kd_kept"] = keep.float().mean().detach()
         loss = kd
         if self.feature_weight > 0:
             per_layer = self.feature_loss(student_hidden, teacher_hidden, mask)
@@ -135,8 +121,8 @@ class AnswerDistillation(nn.Module):
 
 
 def answer_distiller(student_text: PretrainedConfig, teacher_text: PretrainedConfig, temperature: float,
-                     feature_weight: float, feature_metric: str, feature_layers: str = "spread",
-                     kd_positions: str = "all") -> AnswerDistillation:  # fmt: skip
+                     feature_weight: float, feature_metric: str,
+                     feature_layers: str = "spread") -> AnswerDistillation:  # fmt: skip
     """The distillation terms between two language models' configs; they must share one vocabulary."""
     if student_text.vocab_size != teacher_text.vocab_size:
         raise ValueError(
@@ -145,13 +131,13 @@ def answer_distiller(student_text: PretrainedConfig, teacher_text: PretrainedCon
         )
     return AnswerDistillation(student_text.num_hidden_layers, teacher_text.num_hidden_layers,
                               student_text.hidden_size, teacher_text.hidden_size, temperature, feature_weight,
-                              feature_metric, feature_layers, kd_positions)  # fmt: skip
+                              feature_metric, feature_layers)  # fmt: skip
 
 
 def mixed_loss(model: DistillationModel, task: torch.Tensor, logits: torch.Tensor, hidden_states, teacher_logits,
-               teacher_hidden, mask: torch.Tensor, targets: torch.Tensor) -> DistillationOutput:  # fmt: skip
+               teacher_hidden, mask: torch.Tensor) -> DistillationOutput:  # fmt: skip
     """``alpha * task + (1 - alpha) * distillation`` at the scored positions, with both terms logged."""
-    result = model.distiller(logits, hidden_states, teacher_logits, teacher_hidden, mask, targets)
+    result = model.distiller(logits, hidden_states, teacher_logits, teacher_hidden, mask)
     loss = model.alpha * task + (1.0 - model.alpha) * result.loss
     logs = {"task_loss": task.detach(), "distill_loss": result.loss.detach(), **result.logs}
     return DistillationOutput(loss=loss, logs=logs)
@@ -178,11 +164,9 @@ class LanguageDistillationModel(DistillationModel):
         feature_weight: float = 1.0,
         feature_metric: str = "cosine",
         feature_layers: str = "spread",
-        kd_positions: str = "all",
     ):
         text, teacher_text = self.text_configs(student, teacher_config)
-        distiller = answer_distiller(text, teacher_text, temperature, feature_weight, feature_metric, feature_layers,
-                                     kd_positions)  # fmt: skip
+        distiller = answer_distiller(text, teacher_text, temperature, feature_weight, feature_metric, feature_layers)
         super().__init__(student, distiller, alpha)
 
     @property
@@ -249,4 +233,4 @@ class LlavaDistillationModel(LanguageDistillationModel):
         if not distill:
             return DistillationOutput(loss=task, logs={"task_loss": task.detach()} if self.training else None)
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        return mixed_loss(self, task, logits, out.hidden_states, teacher_logits, teacher_hidden, mask.bool(), targets)
+        return mixed_loss(self, task, logits, out.hidden_states, teacher_logits, teacher_hidden, mask.bool())

@@ -61,4 +61,4 @@ class SwitchDistillationModel(LanguageDistillationModel):
         if not distill:
             return DistillationOutput(loss=task, logs={"task_loss": task.detach()} if self.training else None)
         mask = torch.ones_like(input_ids, dtype=torch.bool)
-        return mixed_loss(self, task, logits, out.hidden_states, teacher_logits, teacher_hidden, mask, targets)
+        return mixed_loss(self, task, logits, out.hidden_states, teacher_logits, teacher_hidden, mask)

@@ -133,7 +133,6 @@ def train_vlm(args: VlmDistillationArguments, training_args, data=None) -> Train
         args.feature_weight,
         args.feature_metric,
         args.feature_layers,
-        args.kd_positions,
     )
     with torch.no_grad():  # one example through the teacher: placeholder count, image size, vocabulary
         teacher.eval()(**{k: v for k, v in collator([train_data[0]]).items() if k != "labels"})
