@@ -78,7 +78,15 @@ class Student:
         return f"{self.init} + {what[self.distillation]}{attention}"
 
 
-def plan(table: str, seeds: list[int]) -> list[Student]:
+RECIPES = {  # the recipes table's rows: (init, distillation, mixer init)
+    "scratch": ("scratch", "none", "standard"), "wsab+logits": ("subclone", "wsab+logits", "standard"),
+    "wsab": ("subclone", "wsab", "standard"), "logits": ("subclone", "logits", "standard"),
+    "feature": ("subclone", "feature", "standard"), "wsab+logits-attn": ("subclone", "wsab+logits", "attention"),
+    "wsab-attn": ("subclone", "wsab", "attention"),
+}  # fmt: skip
+
+
+def plan(table: str, seeds: list[int], recipes: list[str] | None = None) -> list[Student]:
     if table in ("table2", "figure3"):
         pmamba = [Student("pmamba-s", init, distill, seed=seed, curves=True)
                   for seed in seeds for init, distill in (("scratch", "none"), ("subclone", "wsab"))]  # fmt: skip
@@ -98,12 +106,8 @@ def plan(table: str, seeds: list[int]) -> list[Student]:
         return subsets + [Student("pmamba-s", "subclone", "wsab", curves=True), Student("pmamba-s", "scratch", "none",
                                                                                          curves=True)]  # fmt: skip
     if table == "recipes":  # seed by seed, so a partial run has every recipe of its first seeds
-        recipes = [("scratch", "none", "standard"), ("subclone", "wsab+logits", "standard"),
-                   ("subclone", "wsab", "standard"), ("subclone", "logits", "standard"),
-                   ("subclone", "feature", "standard"), ("subclone", "wsab+logits", "attention"),
-                   ("subclone", "wsab", "attention")]  # fmt: skip
-        return [Student("pmamba-s", init, distill, seed=seed, mixer_init=mixer)
-                for seed in seeds for init, distill, mixer in recipes]  # fmt: skip
+        return [Student("pmamba-s", *RECIPES[name][:2], seed=seed, mixer_init=RECIPES[name][2])
+                for seed in seeds for name in recipes or RECIPES]  # fmt: skip
     raise ValueError(f"unknown table {table!r}")
 
 
@@ -131,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--eval-every", type=int, default=20, help="steps between test evaluations for the curves (default 20)")
     add("--curve-eval-size", type=int, default=250, help="test images of those evaluations (default 250; the "
         "final top-1 uses all --eval-size)")  # fmt: skip
+    add("--recipes", nargs="+", choices=list(RECIPES), help="rows of the recipes table (default: all)")
     add("--threads", type=int, default=2, help="torch threads (default 2)")
     return parser
 
@@ -324,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     tables = ["table2", "table5", "table6", "figure3"] if args.table == "all" else [args.table]
     for table in tables:
-        students = plan(table, args.seeds)
+        students = plan(table, args.seeds, args.recipes)
 
         def progress(shared: dict, results: dict, table=table, planned=len(students)) -> None:  # noqa: B008
             write_table(table, args, shared, results, planned)
