@@ -106,8 +106,9 @@ def plan(table: str, seeds: list[int], recipes: list[str] | None = None) -> list
         return subsets + [Student("pmamba-s", "subclone", "wsab", curves=True), Student("pmamba-s", "scratch", "none",
                                                                                          curves=True)]  # fmt: skip
     if table == "recipes":  # seed by seed, so a partial run has every recipe of its first seeds
-        return [Student("pmamba-s", *RECIPES[name][:2], seed=seed, mixer_init=RECIPES[name][2])
-                for seed in seeds for name in recipes or RECIPES]  # fmt: skip
+        rows = [RECIPES[name] for name in recipes or RECIPES]
+        return [Student("pmamba-s", init, distill, seed=seed, mixer_init=mixer)
+                for seed in seeds for init, distill, mixer in rows]  # fmt: skip
     raise ValueError(f"unknown table {table!r}")
 
 
