@@ -169,6 +169,8 @@ def train_students(args: argparse.Namespace, students: list[Student], on_result=
     )
     stages.run("teacher_outputs", "cache the frozen teacher's tokens and logits on the training images",
                {"teacher": stages.hashes["teacher"]}, lambda d: pipeline.stage_teacher_outputs(d, shared))  # fmt: skip
+    if on_result is not None:  # before any student: an earlier table of another budget or teacher stops the run here
+        on_result({"data": data, "teacher": teacher, "seconds": dict(stages.seconds)}, {})
     for family, seed, mixer_init, name in converts:
         # The preset's architecture at the teacher's width and depth (PMamba-S / ViM-S for DINOv2-S).
         depth = args.student_layers or teacher["num_hidden_layers"]
@@ -293,6 +295,33 @@ def figure3(results: dict[Student, dict], path: Path, eval_images: int) -> None:
     figure.savefig(path, dpi=110)
 
 
+SAME_BUDGET = ("teacher_tuning", "data", "students")  # what must match for two runs' students to share a table
+
+
+def _with_earlier_students(path: Path, record: dict, results: dict) -> tuple[dict, dict]:
+    """Keep the students an earlier run wrote to ``path`` and this run did not train (other seeds or recipes, other
+    processes), so a table grows across runs instead of being replaced; refuse to mix budgets or teachers."""
+    if not path.exists():
+        return record, results
+    earlier = json.loads(path.read_text())
+    differs = [key for key in SAME_BUDGET if earlier["budget"].get(key) != record["budget"][key]]
+    if earlier["teacher_top1"] != record["teacher_top1"]:
+        differs.append(f"teacher top-1 {earlier['teacher_top1']} vs {record['teacher_top1']}")
+    if differs:
+        raise SystemExit(f"{path} holds students of another run ({', '.join(differs)} differ): pass another --tag "
+                         "to write a separate table, or move that file away")  # fmt: skip
+    fields = Student.__dataclass_fields__
+    mine = {student.name for student in results}
+    kept = [s for s in earlier["students"] if Student(**{k: s[k] for k in fields}).name not in mine]
+    merged = {Student(**{k: s[k] for k in fields}): {"top1": s["top1"], "history": s["history"]} for s in kept}
+    merged.update(results)
+    runs = sorted({*earlier["budget"].get("runs", [earlier["budget"]["date"]]), record["budget"]["date"]})
+    record["budget"] = {**record["budget"], "seeds": sorted({s.seed for s in merged}), "runs": runs}
+    record["students"] = kept + record["students"]
+    record["students_done"] = f"{len(merged)} (this run: {record['students_done']})"
+    return record, merged
+
+
 def write_table(table: str, args: argparse.Namespace, shared: dict, results: dict, planned: int) -> None:
     """``<table>[-tag].json|md`` (and the figure): rewritten after every student, so a partial run leaves results."""
     name = f"{table}-{args.tag}" if args.tag else table
@@ -309,13 +338,15 @@ def write_table(table: str, args: argparse.Namespace, shared: dict, results: dic
         ],
     }  # fmt: skip
     path = args.out_dir / f"{name}.json"
+    done = len(results)  # by this run
+    record, results = _with_earlier_students(path, record, results)
     path.with_suffix(".tmp").write_text(json.dumps(record, indent=1) + "\n")
     path.with_suffix(".tmp").replace(path)
     if table == "figure3":
-        if len(results) == planned:
+        if done == planned:
             figure3(results, args.out_dir / f"{name}.png", args.curve_eval_size)
         return
-    partial = "" if len(results) == planned else f" (partial: {len(results)} of {planned} students trained so far)"
+    partial = "" if done == planned else f" (partial: {done} of this run's {planned} students trained so far)"
     facts = record["budget"]
     header = "; ".join([facts["data"], facts["students"], f"teacher {facts['teacher_tuning']}", facts["machine"],
                         facts["date"]])  # fmt: skip

@@ -84,3 +84,27 @@ def test_figure3_reuses_the_students_of_a_table(tmp_path: Path, capsys) -> None:
     assert "train " not in capsys.readouterr().out.replace("done in an earlier run", "")
     png = (tmp_path / "out" / "figure3.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_a_table_grows_across_runs_and_refuses_another_budget(tmp_path: Path, capsys) -> None:
+    tables = _load_script()
+    teacher = _headless_teacher(tmp_path / "teacher")
+    common = ["recipes", "--teacher", str(teacher), "--dataset", "digits", "--work-dir", str(tmp_path / "work"),
+              "--out-dir", str(tmp_path / "out"), "--image-size", "16", "--train-size", "48", "--eval-size", "16",
+              "--batch-size", "8", "--teacher-steps", "1", "--threads", "1", "--recipes", "scratch"]  # fmt: skip
+    assert tables.main([*common, "--steps", "2", "--seeds", "0"]) == 0
+    assert tables.main([*common, "--steps", "2", "--seeds", "1"]) == 0  # another process, another seed, same table
+    record = json.loads((tmp_path / "out" / "recipes.json").read_text())
+    assert [s["seed"] for s in record["students"]] == [0, 1] and record["budget"]["seeds"] == [0, 1]
+    assert "| pmamba-s: scratch | " in (markdown := (tmp_path / "out" / "recipes.md").read_text())
+    assert "(2 seeds)" in markdown
+
+    capsys.readouterr()
+    try:  # a changed budget must not mix into that table, and must stop before any student trains
+        tables.main([*common, "--steps", "3", "--seeds", "2"])
+    except SystemExit as stop:
+        assert "students differ" in str(stop) and "--tag" in str(stop)
+    else:
+        raise AssertionError("a table of another budget was extended")
+    assert "train scratch" not in capsys.readouterr().out
+    assert [s["seed"] for s in json.loads((tmp_path / "out" / "recipes.json").read_text())["students"]] == [0, 1]
