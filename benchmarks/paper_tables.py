@@ -5,7 +5,8 @@
 ``--teacher`` is any ViT-family folder or Hub id; by default the offline DINOv2-S/14 that ``transmamba run``
 uses (``transmamba.pretrained_teacher``), exactly as ``facebook/dinov2-small`` would be used online.
 ``recipes`` compares the candidate defaults of ``transmamba run`` (scratch, WSAB, WSAB + logits KD, logits KD,
-feature KD, and the attention-informed mixer init) over every seed; its table is rewritten after every student,
+feature KD, and the attention-informed mixer init) over every seed, and logits KD without subcloning
+(``scratch-logits``: is the subclone what helps, or the soft labels?); its table is rewritten after every student,
 so a partial run leaves partial results. The run fine-tunes
 a head (and the encoder, ``--teacher-tune all``) on Fashion-MNIST, converts it into PMamba-S / ViM-S students of
 the same width and depth, and trains every student for the same steps on the same cached data with the same
@@ -82,7 +83,7 @@ RECIPES = {  # the recipes table's rows: (init, distillation, mixer init)
     "scratch": ("scratch", "none", "standard"), "wsab+logits": ("subclone", "wsab+logits", "standard"),
     "wsab": ("subclone", "wsab", "standard"), "logits": ("subclone", "logits", "standard"),
     "feature": ("subclone", "feature", "standard"), "wsab+logits-attn": ("subclone", "wsab+logits", "attention"),
-    "wsab-attn": ("subclone", "wsab", "attention"),
+    "wsab-attn": ("subclone", "wsab", "attention"), "scratch-logits": ("scratch", "logits", "standard"),
 }  # fmt: skip
 
 

@@ -93,11 +93,15 @@ def test_a_table_grows_across_runs_and_refuses_another_budget(tmp_path: Path, ca
               "--out-dir", str(tmp_path / "out"), "--image-size", "16", "--train-size", "48", "--eval-size", "16",
               "--batch-size", "8", "--teacher-steps", "1", "--threads", "1", "--recipes", "scratch"]  # fmt: skip
     assert tables.main([*common, "--steps", "2", "--seeds", "0"]) == 0
-    assert tables.main([*common, "--steps", "2", "--seeds", "1"]) == 0  # another process, another seed, same table
+    # Another process, another seed and one more recipe (KD without the subclone), same table.
+    assert tables.main([*common, "--steps", "2", "--seeds", "1", "--recipes", "scratch", "scratch-logits"]) == 0
     record = json.loads((tmp_path / "out" / "recipes.json").read_text())
-    assert [s["seed"] for s in record["students"]] == [0, 1] and record["budget"]["seeds"] == [0, 1]
-    assert "| pmamba-s: scratch | " in (markdown := (tmp_path / "out" / "recipes.md").read_text())
-    assert "(2 seeds)" in markdown
+    got = [(s["seed"], s["init"], s["distillation"]) for s in record["students"]]
+    assert got == [(0, "scratch", "none"), (1, "scratch", "none"), (1, "scratch", "logits")]
+    assert record["budget"]["seeds"] == [0, 1]
+    markdown = (tmp_path / "out" / "recipes.md").read_text()
+    assert "| pmamba-s: scratch | " in markdown and "(2 seeds)" in markdown
+    assert "| pmamba-s: scratch + logits KD | " in markdown
 
     capsys.readouterr()
     try:  # a changed budget must not mix into that table, and must stop before any student trains
@@ -107,4 +111,4 @@ def test_a_table_grows_across_runs_and_refuses_another_budget(tmp_path: Path, ca
     else:
         raise AssertionError("a table of another budget was extended")
     assert "train scratch" not in capsys.readouterr().out
-    assert [s["seed"] for s in json.loads((tmp_path / "out" / "recipes.json").read_text())["students"]] == [0, 1]
+    assert len(json.loads((tmp_path / "out" / "recipes.json").read_text())["students"]) == 3
