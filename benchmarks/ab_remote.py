@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from bench_students import _scan_used, remote_class
+from transmamba.model_cards.results import describe_machine
 from transmamba.modeling_transmamba import TransMambaConfig, TransMambaForImageClassification
 
 from transmamba.folders import atomic_write_text
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"{row['ratio_best']:.3f}), logits differ by {row['max_logit_difference']:.1e}, load "
                           f"{row['load_1m']}{row['backends']['remote']}", flush=True)  # fmt: skip
     if args.json:
-        record = {"machine": f"{os.cpu_count()}-core {platform.machine()}", "threads": args.threads,
+        record = {"machine": describe_machine(), "threads": args.threads,
                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": rows}  # fmt: skip
         atomic_write_text(Path(args.json), json.dumps(record, indent=1) + "\n")
     return 0

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -34,6 +33,7 @@ import torch
 import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.generation.streamers import BaseStreamer
+from transmamba.model_cards.results import describe_machine
 from transmamba.modeling_transmamba import TransLlavaMambaConfig, TransLlavaMambaForConditionalGeneration
 from transmamba.modeling_transmamba.selective_scan import resolve_backend
 
@@ -191,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     forwarded = argv if argv is not None else sys.argv[1:]  # a child runs one case and returns before --json
     backend = resolve_backend(args.scan_backend, torch.device("cpu"))
     print(
-        f"# CPU generation benchmark: torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"{platform.processor() or platform.machine()}, {args.threads} threads, scan backend {backend}; hidden "
+        f"# CPU generation benchmark: {describe_machine()}, transformers {transformers.__version__}, "
+        f"{args.threads} threads, scan backend {backend}; hidden "
         f"{args.hidden_size}, {args.layers} layers, MLP {args.intermediate_size}, vocab {args.vocab_size}, "
         f"{args.new_tokens} new tokens, greedy, batch 1"
     )

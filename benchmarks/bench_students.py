@@ -35,6 +35,7 @@ import torch
 import transformers
 from transformers import DeiTConfig, DeiTModel, MambaConfig, MambaModel
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
+from transmamba.model_cards.results import describe_machine
 from transmamba.modeling_transmamba import (
     TransMambaConfig,
     TransMambaForImageClassification,
@@ -406,8 +407,7 @@ def reprint(path: str) -> str:
 
 def machine_line(threads: int) -> str:
     return (
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()}-core {platform.machine()} "
-        f"({platform.processor() or platform.machine()}), {threads} threads, torch {torch.__version__}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {describe_machine()}, {threads} threads, "
         f"transformers {transformers.__version__}, Python {platform.python_version()}, fp32"
     )
 

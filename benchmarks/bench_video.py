@@ -26,6 +26,7 @@ import time
 from datetime import datetime, timezone
 
 import torch
+from transmamba.model_cards.results import describe_machine
 
 MODELS = ("videomamba-s", "dinov2-frames", "dinov2-joint")
 RESULT = "BENCH_RESULT "
@@ -109,7 +110,8 @@ def main() -> None:
     for r in results:
         ref = next(x for x in results if x["frames"] == r["frames"] and x["model"] == "dinov2-frames")
         r["time_vs_dinov2_frames"] = round(r["median_s"] / ref["median_s"], 3)
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": "2-core CPU, shared",
+    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{describe_machine()}, shared",
             "threads": 2, "torch": torch.__version__, "python": platform.python_version()}  # fmt: skip
     if args.json:
         with open(args.json, "w") as handle:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import sys
 from dataclasses import dataclass, field, replace
@@ -29,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from transformers import HfArgumentParser
+from transmamba.model_cards.results import describe_machine
 
 from transmamba.folders import atomic_write_text
 
@@ -123,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     path = args.out.with_suffix(".json")
     record = json.loads(path.read_text()) if path.is_file() else {"results": {}}
-    record["machine"] = f"{os.cpu_count()}-core CPU ({platform.machine()}), shared; OMP_NUM_THREADS=" + os.environ.get(
-        "OMP_NUM_THREADS", "all"
-    )
+    record["machine"] = f"{describe_machine()}, shared; OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "all")
     record["budget"] = "transmamba run defaults (DINOv2-S/14 teacher 300 steps, students 150 steps x 32, 56 px)"
     for seed in args.seeds:  # seed-major: a partial run has every dataset's first seeds
         for dataset in args.dataset:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +32,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_students import Case, _build, _prime_kernels  # noqa: E402  (one model factory for every benchmark)
+from transmamba.model_cards.results import describe_machine  # noqa: E402
 from transmamba.modeling_transmamba.selective_scan_numba_math import LANES, fast_exp  # noqa: E402  (the kernel's exp)
 
 MODELS = ("deit-t", "pmamba-t", "vim-t")
@@ -217,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(measure(name, px, batch))
                 print(json.dumps(rows[-1]), flush=True)
     header = (
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor() or platform.machine()}, "
-        f"{args.threads} threads, torch {torch.__version__}, load average {os.getloadavg()[0]:.2f}"
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {describe_machine()}, {args.threads} threads, "
+        f"load average {os.getloadavg()[0]:.2f}"
     )
     print(header + "\n\n" + markdown(rows))
     if args.json:

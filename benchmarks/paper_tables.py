@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 from dataclasses import dataclass, replace
@@ -29,6 +27,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForImageClassification
+from transmamba.model_cards.results import describe_machine
 from transmamba.modeling_transmamba import TransMambaForImageClassification
 
 from transmamba import run_stages as pipeline
@@ -262,9 +261,7 @@ def budget(args: argparse.Namespace, shared: dict) -> dict:
         f"{args.learning_rate}, cosine, alpha 0.5, teacher outputs cached",
         "seeds": args.seeds,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{os.cpu_count()}-core CPU (shared), {torch.get_num_threads()} torch threads, "
-        f"{platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}",
+        "machine": f"{describe_machine()} (shared), {torch.get_num_threads()} torch threads",
     }
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
 import sys
@@ -44,6 +43,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, TrainingArg
 from transformers.generation.streamers import BaseStreamer
 from transmamba.conversion.compose_gemma_llava import compose, packaged_gemma_gguf
 from transmamba.conversion.llava import subclone_llava
+from transmamba.model_cards.results import describe_machine
 from transmamba.model_cards.vlm import build_vlm_card
 from transmamba.modeling_transmamba import TransLlavaMambaForConditionalGeneration
 from transmamba.trainers.align_projector import AlignArguments
@@ -241,8 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     out_json = args.out_dir / "table3.json"
     results = json.loads(out_json.read_text()) if out_json.is_file() else {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": {}}  # fmt: skip
-    results["machine"] = f"{platform.processor() or platform.machine()}, 2-core CPU, shared, 1 thread, torch " \
-                         f"{torch.__version__}"  # fmt: skip
+    results["machine"] = f"{describe_machine()}, shared, 1 thread"
     splits = vqa_splits(args.source, args.train_images, args.eval_images, class_repeats=args.class_repeats)
     results["questions"] = (
         f"{len(splits['test'])} questions on the first {args.eval_images} test images ({args.source}); training: "

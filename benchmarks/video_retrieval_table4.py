@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from datetime import datetime, timezone
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer, TrainingArguments
 from transmamba.conversion.convert_video import VideoConvertArguments, convert_video
+from transmamba.model_cards.results import describe_machine
 from transmamba.modeling_transmamba.modeling_video_retrieval import MAX_LOGIT_SCALE, symmetric_info_nce
 from transmamba.trainers.retrieval import (
     RetrievalDistillation,
@@ -217,8 +217,9 @@ class SimilarityDistillation(RetrievalDistillation):
 
 
 def write_tables(results: dict, args, out_dir: Path) -> None:
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": f"2-core CPU, shared "
-            f"({platform.processor() or platform.machine()})", "budget": {"steps": args.steps, "batch": args.batch_size,
+    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{describe_machine()}, shared",
+            "budget": {"steps": args.steps, "batch": args.batch_size,
             "lr": args.lr, "train_clips": args.num_train, "frames": 8, "image_size": args.image_size,
             "student": args.student, "teacher": args.teacher, "text_encoder": "all-MiniLM-L6-v2 (frozen)"},
             "paper": PAPER}  # fmt: skip

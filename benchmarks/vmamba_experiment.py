@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 from dataclasses import replace
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 from paper_tables import _inputs, _teacher_stage, run_args
 from transformers import AutoModelForImageClassification
+from transmamba.model_cards.results import describe_machine
 
 from transmamba import run_stages as pipeline
 from transmamba.folders import atomic_write_text
@@ -91,8 +91,8 @@ def write_results(args: argparse.Namespace, shared: dict, results: dict[tuple[st
         "cached",
         "seeds": args.seeds,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"2-core CPU, shared; {torch.get_num_threads()} torch threads, load average "
-        f"{os.getloadavg()[0]:.2f}, {platform.machine()}, torch {torch.__version__}",
+        "machine": f"{describe_machine()}, shared; {torch.get_num_threads()} torch threads, load average "
+        f"{os.getloadavg()[0]:.2f}",
     }
     data = {"budget": budget, "teacher_top1": shared["teacher"].get("top1"), "seconds": shared["seconds"],
             "students": [{"label": k[0], "seed": k[1], **v} for k, v in results.items()]}  # fmt: skip

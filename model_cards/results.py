@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,3 +101,18 @@ class RunResults:
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is not valid JSON ({error}); rerun the command that wrote it.") from None
         return cls.from_dict(data, str(path))
+
+
+def describe_machine() -> str:
+    """Cores, CPU model, torch version (and GPU): what two result files must say before their numbers are compared
+    (the same run gives other numbers on another CPU)."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{os.cpu_count()}-core {cpu}, torch {torch.__version__}{gpu}"

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..data import dataset_names
 from ..model_cards.naming import family_of, hub_id, public_name
-from ..model_cards.results import RunResults
+from ..model_cards.results import RunResults, describe_machine
 
 SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "num_directions", "image_size", "patch_size")  # None if n/a
 
 
 def train_results(args, training_args, trainer, student, teacher_config, sizes: dict, metrics: dict) -> RunResults:
     """``sizes``: train_size, eval_size, num_labels, train_split, eval_split; ``metrics`` from the final evaluate."""
-    import torch
-
     config = student.config
     base_model = hub_id(args.teacher, args.base_model)
     dataset, dataset_hub, source = dataset_names(args.dataset, args.dataset_name)
@@ -38,7 +34,7 @@ def train_results(args, training_args, trainer, student, teacher_config, sizes: 
         accuracy={"transmamba": round(accuracy, 4) if accuracy is not None else None},
         repo_id=repo,
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        machine=f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}",
+        machine=describe_machine(),
         command="transmamba train",
     )  # fmt: skip
 

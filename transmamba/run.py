@@ -36,16 +36,6 @@ class RunOutcome:
     skipped: list[str]
 
 
-def _machine() -> str:
-    import os
-    import platform
-
-    import torch
-
-    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}{gpu}"
-
-
 def _results(args: RunArguments, data: dict, teacher: dict, student: dict, scratch: dict, evaluation: dict, gate: dict):
     from .model_cards.results import RunResults
     from .model_cards.stage1 import teacher_license
@@ -97,6 +87,7 @@ def run(args: RunArguments) -> RunOutcome:
 
     from . import run_stages as st
     from .folders import check_output_folder
+    from .model_cards.results import describe_machine
     from .pretrained_teacher import resolve_teacher
     from .recipe import teacher_gate
     from .run_args import DEFAULT_TEACHER, DEFAULT_TEACHER_IMAGE_SIZE
@@ -188,7 +179,7 @@ def run(args: RunArguments) -> RunOutcome:
     stored = results.to_dict()  # what the export depends on (not when it ran)
     results.timings = {name: stages.seconds[name] for name in STAGES if name in stages.seconds}
     results.date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    results.machine = _machine()
+    results.machine = describe_machine()
     stages.run(
         "export",
         f"write the model folder with its results and card to {output}",

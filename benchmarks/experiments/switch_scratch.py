@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from transmamba.model_cards.results import describe_machine
 from transmamba.modeling_transmamba import TransMambaSwitchConfig, TransMambaSwitchForCausalLM
 
 from transmamba.text_data import LICENSE, SOURCE, byte_tokenizer, pack, stdlib_corpus
@@ -203,8 +203,7 @@ def main() -> None:
     valid = torch.tensor(pack(corpus["validation"], tokenizer, args.block, max_blocks=args.eval_blocks)["input_ids"])
     meta = {
         "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
-        "machine": f"2-core CPU, shared; torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-        f"{platform.machine()}",
+        "machine": f"{describe_machine()}, shared; {torch.get_num_threads()} thread(s)",
         "data": f"{SOURCE} ({LICENSE}), {len(train)} train blocks, {len(valid)} validation blocks",
         "block": args.block,
         "tokens_per_step": args.batch * args.block,
