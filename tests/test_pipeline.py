@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from exported_code import last_json, run_isolated
 from huggingface_hub import ModelCard
 from transmamba.model_cards.card import RESULTS_NAME
@@ -143,3 +144,34 @@ def test_stage_markers_skip_only_finished_unchanged_stages(tmp_path):
     Stages(tmp_path, ["b"]).run("b", "resumes with its partial state", {"k": 1}, work)
     assert (tmp_path / "b" / "partial.txt").exists()  # same inputs: the partial state is kept for resuming
     assert calls == ["a", "a", "a", "b"]
+
+
+def test_a_stage_another_live_process_runs_is_refused(tmp_path):
+    from transmamba import stages
+    from transmamba.stages import STARTED, Stages
+
+    def started_by(owner: dict) -> None:
+        (tmp_path / "a").mkdir(exist_ok=True)
+        (tmp_path / "a" / STARTED).write_text(json.dumps({"inputs_hash": "other inputs", "owner": owner}))
+        (tmp_path / "a" / "checkpoint.bin").write_text("the other process's")
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for _ in range(100):  # until its /proc entry is readable
+            if stages._process_start(other.pid) is not None:
+                break
+            time.sleep(0.05)
+        owner = {"pid": other.pid, "host": stages.socket.gethostname(),
+                 "process_start": stages._process_start(other.pid)}  # fmt: skip
+        started_by(owner)
+        with pytest.raises(ValueError, match=rf"another process \(pid {other.pid}\).*--work-dir"):
+            Stages(tmp_path, ["a"]).run("a", "second process", {"k": 1}, lambda d: ({}, []))
+        assert (tmp_path / "a" / "checkpoint.bin").exists()  # nothing of the other process was deleted
+
+        started_by({**owner, "process_start": "0"})  # the pid now belongs to another program: the stage is free
+        assert Stages(tmp_path, ["a"]).run("a", "pid reused", {"k": 1}, lambda d: ({"n": 1}, [])) == {"n": 1}
+    finally:
+        other.kill()
+        other.wait()
+    started_by(owner)  # its process is gone: the stage is free
+    assert Stages(tmp_path, ["a"]).run("a", "after it", {"k": 2}, lambda d: ({"n": 2}, [])) == {"n": 2}

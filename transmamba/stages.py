@@ -4,13 +4,16 @@ A stage writes everything into ``work/<stage>/`` and, last, ``stage.json`` (atom
 inputs (its options and the hashes of the stages it reads). A rerun skips a stage whose marker exists, whose
 inputs hash is unchanged and whose listed files still exist; a killed stage has no marker and runs again, from
 its own partial state (e.g. Trainer checkpoints) when that was started with the same inputs, else from scratch.
+A stage that another live process on this host is running is refused with a message, not shared.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -26,6 +29,33 @@ STARTED = "stage.started.json"
 
 def inputs_hash(inputs: dict) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time (Linux), so a reused pid is not taken for the process that wrote a stage."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _owner() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid())}
+
+
+def _running_elsewhere(owner: dict) -> bool:
+    """Whether the process that started a stage still runs (on this host): two processes on one stage would
+    overwrite each other's checkpoints, and one with other inputs would delete the folder under the other."""
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid() or owner.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    return _process_start(pid) == owner.get("process_start")
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -64,9 +94,15 @@ class Stages:
         tqdm.write(f"{position} {name}: {description}")
         started = directory / STARTED
         try:
-            same_start = json.loads(started.read_text()).get("inputs_hash") == digest
+            start = json.loads(started.read_text())
         except (OSError, json.JSONDecodeError):
-            same_start = False
+            start = {}
+        if _running_elsewhere(start.get("owner", {})):
+            raise ValueError(
+                f"Stage {name} in {directory} is being run by another process (pid {start['owner']['pid']}); wait "
+                "for it to finish, or use another --work-dir."
+            )
+        same_start = start.get("inputs_hash") == digest
         if directory.exists() and not same_start:
             if not started.is_file() and any(directory.iterdir()):
                 raise ValueError(
@@ -76,7 +112,7 @@ class Stages:
             shutil.rmtree(directory)  # left by other inputs: nothing in it can be reused
         directory.mkdir(parents=True, exist_ok=True)
         (directory / MARKER).unlink(missing_ok=True)
-        _write_json(started, {"inputs_hash": digest, "inputs": inputs})
+        _write_json(started, {"inputs_hash": digest, "inputs": inputs, "owner": _owner()})
         begin = time.perf_counter()
         outputs, files = work(directory)
         self.seconds[name] = round(time.perf_counter() - begin, 1)
