@@ -63,14 +63,15 @@ def run_isolated(
 ) -> subprocess.CompletedProcess:
     """Run ``script`` (argv = ``args``) in a fresh interpreter without our package, offline, one thread.
 
-    HOME (and TRANSMAMBA_NUMBA_CACHE_DIR if set) pass through, so the child shares this machine's kernel cache.
+    HOME (and TRANSMAMBA_NUMBA_CACHE_DIR if set) pass through, so the child shares this machine's kernel cache, and
+    MKL_CBWR (conftest), so its GEMMs round as this process's do.
     """
     child_env = {
         "PATH": os.environ.get("PATH", ""),
         "HF_HUB_OFFLINE": "1",
         "HF_HOME": str(cwd / "hf_home"),
         "OMP_NUM_THREADS": "1",
-        **{key: os.environ[key] for key in ("HOME", "TRANSMAMBA_NUMBA_CACHE_DIR") if key in os.environ},
+        **{key: os.environ[key] for key in ("HOME", "TRANSMAMBA_NUMBA_CACHE_DIR", "MKL_CBWR") if key in os.environ},
         **env,
     }
     prelude = PRELUDE.format(site=sysconfig.get_paths()["purelib"], block_numba="" if numba else BLOCK_NUMBA)
