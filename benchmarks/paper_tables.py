@@ -313,8 +313,8 @@ def _with_earlier_students(path: Path, record: dict, results: dict) -> tuple[dic
     kept = [s for s in earlier["students"] if Student(**{k: s[k] for k in fields}).name not in mine]
     merged = {Student(**{k: s[k] for k in fields}): {"top1": s["top1"], "history": s["history"]} for s in kept}
     merged.update(results)
-    runs = sorted({*earlier["budget"].get("runs", [earlier["budget"]["date"]]), record["budget"]["date"]})
-    record["budget"] = {**record["budget"], "seeds": sorted({s.seed for s in merged}), "runs": runs}
+    since = earlier["budget"].get("since", earlier["budget"]["date"])  # the first run's; "date" is the last write's
+    record["budget"] = {**record["budget"], "seeds": sorted({s.seed for s in merged}), "since": since}
     record["students"] = kept + record["students"]
     record["students_done"] = f"{len(merged)} (this run: {record['students_done']})"
     return record, merged
@@ -346,8 +346,9 @@ def write_table(table: str, args: argparse.Namespace, shared: dict, results: dic
         return
     partial = "" if done == planned else f" (partial: {done} of this run's {planned} students trained so far)"
     facts = record["budget"]
+    dates = f"{facts['since']} to {facts['date']}" if "since" in facts else facts["date"]
     header = "; ".join([facts["data"], facts["students"], f"teacher {facts['teacher_tuning']}", facts["machine"],
-                        facts["date"]])  # fmt: skip
+                        dates])  # fmt: skip
     markdown = table_markdown(table, shared, results, args)
     (args.out_dir / f"{name}.md").write_text(f"{header}{partial}\n\n{markdown}\n\nPaper: {PAPER[table]}\n")
 

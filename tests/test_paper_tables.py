@@ -98,7 +98,7 @@ def test_a_table_grows_across_runs_and_refuses_another_budget(tmp_path: Path, ca
     record = json.loads((tmp_path / "out" / "recipes.json").read_text())
     got = [(s["seed"], s["init"], s["distillation"]) for s in record["students"]]
     assert got == [(0, "scratch", "none"), (1, "scratch", "none"), (1, "scratch", "logits")]
-    assert record["budget"]["seeds"] == [0, 1]
+    assert record["budget"]["seeds"] == [0, 1] and record["budget"]["since"] <= record["budget"]["date"]
     markdown = (tmp_path / "out" / "recipes.md").read_text()
     assert "| pmamba-s: scratch | " in markdown and "(2 seeds)" in markdown
     assert "| pmamba-s: scratch + logits KD | " in markdown
