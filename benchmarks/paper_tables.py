@@ -31,6 +31,7 @@ from transmamba.model_cards.results import describe_machine
 from transmamba.modeling_transmamba import TransMambaForImageClassification
 
 from transmamba import run_stages as pipeline
+from transmamba.folders import atomic_write_text
 from transmamba.pretrained_teacher import DEFAULT_TEACHER, resolve_teacher
 from transmamba.run_args import RunArguments
 from transmamba.stages import Stages
@@ -169,8 +170,12 @@ def train_students(args: argparse.Namespace, students: list[Student], on_result=
     )
     stages.run("teacher_outputs", "cache the frozen teacher's tokens and logits on the training images",
                {"teacher": stages.hashes["teacher"]}, lambda d: pipeline.stage_teacher_outputs(d, shared))  # fmt: skip
+
+    def shared_now() -> dict:
+        return {"data": data, "teacher": teacher, "seconds": dict(stages.seconds)}
+
     if on_result is not None:  # before any student: an earlier table of another budget or teacher stops the run here
-        on_result({"data": data, "teacher": teacher, "seconds": dict(stages.seconds)}, {})
+        on_result(shared_now(), {})
     for family, seed, mixer_init, name in converts:
         # The preset's architecture at the teacher's width and depth (PMamba-S / ViM-S for DINOv2-S).
         depth = args.student_layers or teacher["num_hidden_layers"]
@@ -200,8 +205,8 @@ def train_students(args: argparse.Namespace, students: list[Student], on_result=
 
         results[student] = stages.run(student.name, f"train {student.label} ({student.family})", inputs, work)
         if on_result is not None:
-            on_result({"data": data, "teacher": teacher, "seconds": dict(stages.seconds)}, results)
-    return {"data": data, "teacher": teacher, "seconds": dict(stages.seconds)}, results
+            on_result(shared_now(), results)
+    return shared_now(), results
 
 
 def _inputs(args: RunArguments, stage: str) -> dict:
@@ -300,6 +305,7 @@ def _with_earlier_students(path: Path, record: dict, results: dict) -> tuple[dic
     """Keep the students an earlier run wrote to ``path`` and this run did not train (other seeds or recipes, other
     processes), so a table grows across runs instead of being replaced; refuse to mix budgets or teachers."""
     if not path.exists():
+        record["budget"]["since"] = record["budget"]["date"]
         return record, results
     earlier = json.loads(path.read_text())
     differs = [key for key in SAME_BUDGET if earlier["budget"].get(key) != record["budget"][key]]
@@ -310,12 +316,13 @@ def _with_earlier_students(path: Path, record: dict, results: dict) -> tuple[dic
                          "to write a separate table, or move that file away")  # fmt: skip
     fields = Student.__dataclass_fields__
     mine = {student.name for student in results}
-    kept = [s for s in earlier["students"] if Student(**{k: s[k] for k in fields}).name not in mine]
-    merged = {Student(**{k: s[k] for k in fields}): {"top1": s["top1"], "history": s["history"]} for s in kept}
+    kept = [(student, s) for s in earlier["students"] if (student := Student(**{k: s[k] for k in fields})).name
+            not in mine]  # fmt: skip
+    merged = {student: {"top1": s["top1"], "history": s["history"]} for student, s in kept}
     merged.update(results)
     since = earlier["budget"].get("since", earlier["budget"]["date"])  # the first run's; "date" is the last write's
     record["budget"] = {**record["budget"], "seeds": sorted({s.seed for s in merged}), "since": since}
-    record["students"] = kept + record["students"]
+    record["students"] = [s for _, s in kept] + record["students"]
     record["students_done"] = f"{len(merged)} (this run: {record['students_done']})"
     return record, merged
 
@@ -338,17 +345,15 @@ def write_table(table: str, args: argparse.Namespace, shared: dict, results: dic
     path = args.out_dir / f"{name}.json"
     done = len(results)  # by this run
     record, results = _with_earlier_students(path, record, results)
-    path.with_suffix(".tmp").write_text(json.dumps(record, indent=1) + "\n")
-    path.with_suffix(".tmp").replace(path)
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     if table == "figure3":
         if done == planned:
             figure3(results, args.out_dir / f"{name}.png", args.curve_eval_size)
         return
     partial = "" if done == planned else f" (partial: {done} of this run's {planned} students trained so far)"
     facts = record["budget"]
-    dates = f"{facts['since']} to {facts['date']}" if "since" in facts else facts["date"]
     header = "; ".join([facts["data"], facts["students"], f"teacher {facts['teacher_tuning']}", facts["machine"],
-                        dates])  # fmt: skip
+                        f"{facts['since']} to {facts['date']}"])  # fmt: skip
     markdown = table_markdown(table, shared, results, args)
     (args.out_dir / f"{name}.md").write_text(f"{header}{partial}\n\n{markdown}\n\nPaper: {PAPER[table]}\n")
 
