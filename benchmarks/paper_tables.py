@@ -6,13 +6,15 @@
 uses (``transmamba.pretrained_teacher``), exactly as ``facebook/dinov2-small`` would be used online.
 ``recipes`` compares the candidate defaults of ``transmamba run`` (scratch, WSAB, WSAB + logits KD, logits KD,
 feature KD, and the attention-informed mixer init) over every seed, and logits KD without subcloning
-(``scratch-logits``: is the subclone what helps, or the soft labels?); its table is rewritten after every student,
-so a partial run leaves partial results. The run fine-tunes
+(``scratch-logits``: is the subclone what helps, or the soft labels?), and logits KD on half the training
+images (``logits-half``: Table 6's claim that 50 % with the method beats scratch on 100 %). Its table is rewritten
+after every student, so a partial run leaves partial results. The run fine-tunes
 a head (and the encoder, ``--teacher-tune all``) on Fashion-MNIST, converts it into PMamba-S / ViM-S students of
 the same width and depth, and trains every student for the same steps on the same cached data with the same
 pipeline code as ``transmamba run`` (``transmamba.run_stages.stage_student``). Every student is a resumable stage
 under ``--work-dir``: rerunning a table trains only what is missing. Results go to ``--out-dir`` as
-``<table>.json`` and ``<table>.md`` (and ``figure3.png``), with the budget and the paper's numbers beside ours.
+``<table>.json`` and ``<table>.md`` (and the curves, ``figure3.png`` / ``recipes.png``), with the budget and the
+paper's numbers beside ours.
 """
 
 from __future__ import annotations
@@ -79,12 +81,17 @@ class Student:
         return f"{self.init} + {what[self.distillation]}{attention}"
 
 
-RECIPES = {  # the recipes table's rows: (init, distillation, mixer init)
-    "scratch": ("scratch", "none", "standard"), "wsab+logits": ("subclone", "wsab+logits", "standard"),
-    "wsab": ("subclone", "wsab", "standard"), "logits": ("subclone", "logits", "standard"),
-    "feature": ("subclone", "feature", "standard"), "wsab+logits-attn": ("subclone", "wsab+logits", "attention"),
-    "wsab-attn": ("subclone", "wsab", "attention"), "scratch-logits": ("scratch", "logits", "standard"),
-}  # fmt: skip
+RECIPES = {  # the recipes table's rows: Student fields besides family and seed
+    "scratch": {"init": "scratch", "distillation": "none"},
+    "wsab+logits": {"init": "subclone", "distillation": "wsab+logits"},
+    "wsab": {"init": "subclone", "distillation": "wsab"},
+    "logits": {"init": "subclone", "distillation": "logits"},
+    "feature": {"init": "subclone", "distillation": "feature"},
+    "wsab+logits-attn": {"init": "subclone", "distillation": "wsab+logits", "mixer_init": "attention"},
+    "wsab-attn": {"init": "subclone", "distillation": "wsab", "mixer_init": "attention"},
+    "scratch-logits": {"init": "scratch", "distillation": "logits"},
+    "logits-half": {"init": "subclone", "distillation": "logits", "fraction": 0.5},  # Table 6: 50 % vs scratch 100 %
+}
 
 
 def plan(table: str, seeds: list[int], recipes: list[str] | None = None) -> list[Student]:
@@ -107,9 +114,7 @@ def plan(table: str, seeds: list[int], recipes: list[str] | None = None) -> list
         return subsets + [Student("pmamba-s", "subclone", "wsab", curves=True), Student("pmamba-s", "scratch", "none",
                                                                                          curves=True)]  # fmt: skip
     if table == "recipes":  # seed by seed, so a partial run has every recipe of its first seeds
-        rows = [RECIPES[name] for name in recipes or RECIPES]
-        return [Student("pmamba-s", init, distill, seed=seed, mixer_init=mixer)
-                for seed in seeds for init, distill, mixer in rows]  # fmt: skip
+        return [Student("pmamba-s", seed=seed, **RECIPES[name]) for seed in seeds for name in recipes or RECIPES]
     raise ValueError(f"unknown table {table!r}")
 
 
@@ -243,14 +248,18 @@ def _rows(results: dict[Student, dict], key) -> list[tuple[str, list[float]]]:
     return list(groups.items())
 
 
-def table_markdown(table: str, shared: dict, results: dict[Student, dict], args: argparse.Namespace) -> str:
+def _row_name(table: str, student: Student) -> str:
+    """Table 6 rows are data fractions; elsewhere a row on part of the data (``logits-half``) says so too."""
     if table == "table6":
-        key = lambda s: f"{s.label}, {round(100 * s.fraction)} % of the data"  # noqa: E731
-    else:
-        key = lambda s: f"{s.family}: {s.label}"  # noqa: E731
+        return f"{student.label}, {round(100 * student.fraction)} % of the data"
+    part = f", {round(100 * student.fraction)} % of the data" if student.fraction < 1 else ""
+    return f"{student.family}: {student.label}{part}"
+
+
+def table_markdown(table: str, shared: dict, results: dict[Student, dict], args: argparse.Namespace) -> str:
     lines = [f"| student | top-1 % ({shared['data']['eval_size']} test images) | per seed |", "|---|---|---|"]
     lines += [f"| {name} | {_mean_std(values)} | {' / '.join(f'{100 * v:.1f}' for v in values)} |"
-              for name, values in _rows(results, key)]  # fmt: skip
+              for name, values in _rows(results, lambda student: _row_name(table, student))]  # fmt: skip
     teacher = shared["teacher"]
     lines.append(f"| teacher ({teacher['class']}, fine-tuned here) | {100 * teacher['top1']:.2f} | |")
     return "\n".join(lines)
@@ -270,30 +279,39 @@ def budget(args: argparse.Namespace, shared: dict) -> dict:
     }
 
 
-def figure3(results: dict[Student, dict], path: Path, eval_images: int) -> None:
-    """Training cross-entropy and test top-1 over steps, scratch vs TransMamba (one thin line per seed)."""
+CURVE_COLORS = {"scratch": "tab:gray", "TransMamba (subclone + WSAB)": "tab:red", "subclone + logits KD": "tab:blue",
+                "subclone + feature KD": "tab:green"}  # fmt: skip
+
+
+def figure3(results: dict[Student, dict], path: Path, eval_images: int, title: str) -> None:
+    """Training cross-entropy (every student logs it) and, for students trained with curves, test top-1 over steps:
+    one thin line per seed, for the rows of ``CURVE_COLORS`` on the full data."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    colors = {"scratch": "tab:gray", "TransMamba (subclone + WSAB)": "tab:red"}
-    for student, outputs in results.items():
-        if student.family != "pmamba-s" or student.label not in colors or not student.curves:
-            continue
-        history = outputs["history"]
+    shown = [(s, out) for s, out in results.items() if s.label in CURVE_COLORS and s.fraction == 1]
+    if not shown:  # the write before the first student
+        return
+    with_accuracy = any(s.curves for s, _ in shown)
+    figure, axes = plt.subplots(1, 1 + with_accuracy, figsize=(5 + 5 * with_accuracy, 4), squeeze=False)
+    loss_axis = axes[0, 0]
+    for student, outputs in sorted(shown, key=lambda item: (item[0].label, item[0].seed)):
+        history, color = outputs["history"], CURVE_COLORS[student.label]
         label = f"{student.label}, seed {student.seed}"
         train = [(h["step"], h["task_loss"]) for h in history if "task_loss" in h]
+        loss_axis.plot(*zip(*train, strict=True), color=color, alpha=0.8, label=label)
         evals = [(h["step"], 100 * h["eval_accuracy"]) for h in history if "eval_accuracy" in h]
-        loss_axis.plot(*zip(*train, strict=True), color=colors[student.label], alpha=0.8, label=label)
-        accuracy_axis.plot(*zip(*evals, strict=True), marker="o", color=colors[student.label], alpha=0.8, label=label)
+        if with_accuracy and evals:
+            axes[0, 1].plot(*zip(*evals, strict=True), marker="o", color=color, alpha=0.8, label=label)
     loss_axis.set(xlabel="step", ylabel="training cross-entropy (task loss)", title="Loss")
-    accuracy_axis.set(xlabel="step", ylabel=f"top-1 (%) on {eval_images} test images", title="Accuracy")
-    for axis in (loss_axis, accuracy_axis):
+    if with_accuracy:
+        axes[0, 1].set(xlabel="step", ylabel=f"top-1 (%) on {eval_images} test images", title="Accuracy")
+    for axis in axes[0]:
         axis.grid(alpha=0.3)
-    accuracy_axis.legend(fontsize=7)
-    figure.suptitle("PMamba-S on Fashion-MNIST: scratch vs TransMamba (DINOv2-S/14 teacher)")
+    axes[0, -1].legend(fontsize=7)
+    figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
@@ -346,16 +364,19 @@ def write_table(table: str, args: argparse.Namespace, shared: dict, results: dic
     done = len(results)  # by this run
     record, results = _with_earlier_students(path, record, results)
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    title = f"PMamba-S on {shared['data']['name']}: scratch vs TransMamba (DINOv2-S/14 teacher)"
     if table == "figure3":
         if done == planned:
-            figure3(results, args.out_dir / f"{name}.png", args.curve_eval_size)
+            figure3(results, args.out_dir / f"{name}.png", args.curve_eval_size, title)
         return
+    if table == "recipes":  # Figure 3's loss panel at the recipes' budget, from the training logs every row keeps
+        figure3(results, args.out_dir / f"{name}.png", args.curve_eval_size, title)
     partial = "" if done == planned else f" (partial: {done} of this run's {planned} students trained so far)"
     facts = record["budget"]
     header = "; ".join([facts["data"], facts["students"], f"teacher {facts['teacher_tuning']}", facts["machine"],
                         f"{facts['since']} to {facts['date']}"])  # fmt: skip
     markdown = table_markdown(table, shared, results, args)
-    (args.out_dir / f"{name}.md").write_text(f"{header}{partial}\n\n{markdown}\n\nPaper: {PAPER[table]}\n")
+    atomic_write_text(args.out_dir / f"{name}.md", f"{header}{partial}\n\n{markdown}\n\nPaper: {PAPER[table]}\n")
 
 
 def main(argv: list[str] | None = None) -> int:

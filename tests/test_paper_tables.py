@@ -94,15 +94,20 @@ def test_a_table_grows_across_runs_and_refuses_another_budget(tmp_path: Path, ca
               "--batch-size", "8", "--teacher-steps", "1", "--threads", "1", "--recipes", "scratch"]  # fmt: skip
     assert tables.main([*common, "--steps", "2", "--seeds", "0"]) == 0
     first = json.loads((tmp_path / "out" / "recipes.json").read_text())["budget"]["since"]  # its first write
-    # Another process, another seed and one more recipe (KD without the subclone), same table.
-    assert tables.main([*common, "--steps", "2", "--seeds", "1", "--recipes", "scratch", "scratch-logits"]) == 0
+    # Another process, another seed and more recipes (KD without the subclone, KD on half the data), same table.
+    more = ["--recipes", "scratch", "scratch-logits", "logits-half"]
+    assert tables.main([*common, "--steps", "2", "--seeds", "1", *more]) == 0
     record = json.loads((tmp_path / "out" / "recipes.json").read_text())
-    got = [(s["seed"], s["init"], s["distillation"]) for s in record["students"]]
-    assert got == [(0, "scratch", "none"), (1, "scratch", "none"), (1, "scratch", "logits")]
+    got = [(s["seed"], s["init"], s["distillation"], s["fraction"]) for s in record["students"]]
+    assert got == [(0, "scratch", "none", 1), (1, "scratch", "none", 1), (1, "scratch", "logits", 1),
+                   (1, "subclone", "logits", 0.5)]  # fmt: skip
     assert record["budget"]["seeds"] == [0, 1] and record["budget"]["since"] == first
     markdown = (tmp_path / "out" / "recipes.md").read_text()
     assert "| pmamba-s: scratch | " in markdown and "(2 seeds)" in markdown
     assert "| pmamba-s: scratch + logits KD | " in markdown
+    assert "| pmamba-s: subclone + logits KD, 50 % of the data | " in markdown
+    png = (tmp_path / "out" / "recipes.png").read_bytes()  # the loss curves of every seed's scratch row
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
     capsys.readouterr()
     try:  # a changed budget must not mix into that table, and must stop before any student trains
@@ -112,4 +117,4 @@ def test_a_table_grows_across_runs_and_refuses_another_budget(tmp_path: Path, ca
     else:
         raise AssertionError("a table of another budget was extended")
     assert "train scratch" not in capsys.readouterr().out
-    assert len(json.loads((tmp_path / "out" / "recipes.json").read_text())["students"]) == 3
+    assert len(json.loads((tmp_path / "out" / "recipes.json").read_text())["students"]) == 4
