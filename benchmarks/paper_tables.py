@@ -285,7 +285,7 @@ CURVE_COLORS = {"scratch": "tab:gray", "TransMamba (subclone + WSAB)": "tab:red"
 
 def figure3(results: dict[Student, dict], path: Path, eval_images: int, title: str) -> None:
     """Training cross-entropy (every student logs it) and, for students trained with curves, test top-1 over steps:
-    one thin line per seed, for the rows of ``CURVE_COLORS`` on the full data."""
+    one line per seed, one colour per row of ``CURVE_COLORS`` (on the full data)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -295,11 +295,14 @@ def figure3(results: dict[Student, dict], path: Path, eval_images: int, title: s
     if not shown:  # the write before the first student
         return
     with_accuracy = any(s.curves for s, _ in shown)
-    figure, axes = plt.subplots(1, 1 + with_accuracy, figsize=(5 + 5 * with_accuracy, 4), squeeze=False)
-    loss_axis = axes[0, 0]
+    figure, axes = plt.subplots(1, 1 + with_accuracy, figsize=(10 if with_accuracy else 7, 4.5), squeeze=False)
+    loss_axis, seeds = axes[0, 0], {}
+    for student, _ in shown:
+        seeds[student.label] = seeds.get(student.label, 0) + 1
     for student, outputs in sorted(shown, key=lambda item: (item[0].label, item[0].seed)):
         history, color = outputs["history"], CURVE_COLORS[student.label]
-        label = f"{student.label}, seed {student.seed}"
+        # One legend entry per row, its seeds' lines in one colour.
+        label = f"{student.label} ({seeds.pop(student.label)} seeds)" if student.label in seeds else "_nolegend_"
         train = [(h["step"], h["task_loss"]) for h in history if "task_loss" in h]
         loss_axis.plot(*zip(*train, strict=True), color=color, alpha=0.8, label=label)
         evals = [(h["step"], 100 * h["eval_accuracy"]) for h in history if "eval_accuracy" in h]
@@ -310,8 +313,8 @@ def figure3(results: dict[Student, dict], path: Path, eval_images: int, title: s
         axes[0, 1].set(xlabel="step", ylabel=f"top-1 (%) on {eval_images} test images", title="Accuracy")
     for axis in axes[0]:
         axis.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7)
-    figure.suptitle(title)
+    axes[0, -1].legend(fontsize=8)
+    figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
