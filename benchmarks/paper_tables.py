@@ -285,13 +285,14 @@ CURVE_COLORS = {"scratch": "tab:gray", "TransMamba (subclone + WSAB)": "tab:red"
 
 def figure3(results: dict[Student, dict], path: Path, eval_images: int, title: str) -> None:
     """Training cross-entropy (every student logs it) and, for students trained with curves, test top-1 over steps:
-    one line per seed, one colour per row of ``CURVE_COLORS`` (on the full data)."""
+    one line per seed, one colour per row of ``CURVE_COLORS`` (PMamba-S on the full data)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [(s, out) for s, out in results.items() if s.label in CURVE_COLORS and s.fraction == 1]
+    shown = [(s, out) for s, out in results.items()
+             if s.family == "pmamba-s" and s.label in CURVE_COLORS and s.fraction == 1]  # fmt: skip
     if not shown:  # the write before the first student
         return
     with_accuracy = any(s.curves for s, _ in shown)
@@ -367,7 +368,7 @@ def write_table(table: str, args: argparse.Namespace, shared: dict, results: dic
     done = len(results)  # by this run
     record, results = _with_earlier_students(path, record, results)
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
-    title = f"PMamba-S on {shared['data']['name']}: scratch vs TransMamba (DINOv2-S/14 teacher)"
+    title = f"PMamba-S on {shared['data']['name']}: scratch vs TransMamba ({shared['teacher']['class']} teacher)"
     if table == "figure3":
         if done == planned:
             figure3(results, args.out_dir / f"{name}.png", args.curve_eval_size, title)
