@@ -23,6 +23,7 @@ import argparse
 import json
 import statistics
 import sys
+from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -297,9 +298,7 @@ def figure3(results: dict[Student, dict], path: Path, eval_images: int, title: s
         return
     with_accuracy = any(s.curves for s, _ in shown)
     figure, axes = plt.subplots(1, 1 + with_accuracy, figsize=(10 if with_accuracy else 7, 4.5), squeeze=False)
-    loss_axis, seeds = axes[0, 0], {}
-    for student, _ in shown:
-        seeds[student.label] = seeds.get(student.label, 0) + 1
+    loss_axis, seeds = axes[0, 0], Counter(student.label for student, _ in shown)
     for student, outputs in sorted(shown, key=lambda item: (item[0].label, item[0].seed)):
         history, color = outputs["history"], CURVE_COLORS[student.label]
         # One legend entry per row, its seeds' lines in one colour.
