@@ -7,8 +7,9 @@ uses (``transmamba.pretrained_teacher``), exactly as ``facebook/dinov2-small`` w
 ``recipes`` compares the candidate defaults of ``transmamba run`` (scratch, WSAB, WSAB + logits KD, logits KD,
 feature KD, and the attention-informed mixer init) over every seed, and logits KD without subcloning
 (``scratch-logits``: is the subclone what helps, or the soft labels?), and logits KD on half the training
-images (``logits-half``: Table 6's claim that 50 % with the method beats scratch on 100 %). Its table is rewritten
-after every student, so a partial run leaves partial results. The run fine-tunes
+images (``logits-half``: Table 6's claim that 50 % with the method beats scratch on 100 %), and WSAB with the
+other layer weightings (``wsab-uniform``, ``wsab-aligned``: is the paper's adaptive weighting what helps?). Its
+table is rewritten after every student, so a partial run leaves partial results. The run fine-tunes
 a head (and the encoder, ``--teacher-tune all``) on Fashion-MNIST, converts it into PMamba-S / ViM-S students of
 the same width and depth, and trains every student for the same steps on the same cached data with the same
 pipeline code as ``transmamba run`` (``transmamba.run_stages.stage_student``). Every student is a resumable stage
@@ -60,11 +61,14 @@ class Student:
     seed: int = 0
     curves: bool = False
     mixer_init: str = "standard"
+    weighting: str = "misaligned"  # WSAB's layer weights (the paper's by default)
 
     @property
     def name(self) -> str:
         attention = "-attn" if self.mixer_init == "attention" else ""
-        return f"{self.family}-{self.init}-{self.distillation}{attention}-f{round(100 * self.fraction)}-s{self.seed}"
+        weighting = f"-{self.weighting}" if self.weighting != "misaligned" else ""
+        return (f"{self.family}-{self.init}-{self.distillation}{attention}{weighting}-f{round(100 * self.fraction)}"
+                f"-s{self.seed}")  # fmt: skip
 
     @property
     def convert(self) -> str:
@@ -74,12 +78,14 @@ class Student:
     def label(self) -> str:
         if self.init == "scratch" and self.distillation == "none":
             return "scratch"
-        if self.init == "subclone" and self.distillation == "wsab" and self.mixer_init == "standard":
+        paper = self.mixer_init == "standard" and self.weighting == "misaligned"
+        if self.init == "subclone" and self.distillation == "wsab" and paper:
             return "TransMamba (subclone + WSAB)"
         what = {"none": "task loss only", "wsab": "WSAB", "feature": "feature KD", "logits": "logits KD",
                 "wsab+logits": "WSAB + logits KD"}  # fmt: skip
         attention = ", attention init" if self.mixer_init == "attention" else ""
-        return f"{self.init} + {what[self.distillation]}{attention}"
+        weighting = f", {self.weighting} layer weights" if self.weighting != "misaligned" else ""
+        return f"{self.init} + {what[self.distillation]}{attention}{weighting}"
 
 
 RECIPES = {  # the recipes table's rows: Student fields besides family and seed
@@ -92,6 +98,8 @@ RECIPES = {  # the recipes table's rows: Student fields besides family and seed
     "wsab-attn": {"init": "subclone", "distillation": "wsab", "mixer_init": "attention"},
     "scratch-logits": {"init": "scratch", "distillation": "logits"},
     "logits-half": {"init": "subclone", "distillation": "logits", "fraction": 0.5},  # Table 6: 50 % vs scratch 100 %
+    "wsab-uniform": {"init": "subclone", "distillation": "wsab", "weighting": "uniform"},  # WSAB's layer weights:
+    "wsab-aligned": {"init": "subclone", "distillation": "wsab", "weighting": "aligned"},  # ablations of the paper's
 }
 
 
@@ -194,7 +202,7 @@ def train_students(args: argparse.Namespace, students: list[Student], on_result=
                    lambda d, one=one: pipeline.stage_convert(d, one, teacher))  # fmt: skip
     results = {}
     for student in students:
-        one = run_args(args, seed=student.seed)
+        one = run_args(args, seed=student.seed, weighting=student.weighting)
         convert_dir = shared.work_dir / student.convert / pipeline.MODEL
         inputs = {"convert": stages.hashes[student.convert],
                   "outputs": stages.hashes["teacher_outputs"], "student": student.__dict__,
@@ -337,13 +345,13 @@ def _with_earlier_students(path: Path, record: dict, results: dict) -> tuple[dic
                          "to write a separate table, or move that file away")  # fmt: skip
     fields = Student.__dataclass_fields__
     mine = {student.name for student in results}
-    kept = [(student, s) for s in earlier["students"] if (student := Student(**{k: s[k] for k in fields})).name
-            not in mine]  # fmt: skip
+    kept = [(student, s) for s in earlier["students"]  # a field newer than the file takes its default
+            if (student := Student(**{k: s[k] for k in fields if k in s})).name not in mine]  # fmt: skip
     merged = {student: {"top1": s["top1"], "history": s["history"]} for student, s in kept}
     merged.update(results)
     since = earlier["budget"].get("since", earlier["budget"]["date"])  # the first run's; "date" is the last write's
     record["budget"] = {**record["budget"], "seeds": sorted({s.seed for s in merged}), "since": since}
-    record["students"] = [s for _, s in kept] + record["students"]
+    record["students"] = [{**s, **student.__dict__} for student, s in kept] + record["students"]  # every field
     record["students_done"] = f"{len(merged)} (this run: {record['students_done']})"
     return record, merged
 

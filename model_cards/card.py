@@ -25,10 +25,12 @@ KERNELS_NOTE = (
     "so once); the kernel compiles once per machine, about a minute, into `~/.cache/transmamba/numba`."
 )
 
-_WSAB = ("WSAB, the paper's loss: for every student layer and scan direction, a calibration MLP maps the direction's "
-         "mixer output to the teacher's width, the teacher's last-layer tokens are put into that direction's scan "
-         "order, and the loss is one minus their cosine similarity; layers that are less aligned get more weight "
-         "(softmax over layers)")
+_WSAB = (
+    "WSAB, the paper's loss: for every student layer and scan direction, a calibration MLP maps the direction's "
+    "mixer output to the teacher's width, the teacher's last-layer tokens are put into that direction's scan "
+    "order, and the loss is one minus their cosine similarity; layers that are less aligned get more weight "
+    "(softmax over layers)"
+)
 _KD = "the temperature KD of the frozen teacher head's logits (its soft labels)"
 STAGE_TWO = {  # what the card says this model's loss was, beside the task loss
     "wsab": f"the student trains on the task loss plus {_WSAB}.",
@@ -115,6 +117,12 @@ def _distillation(budget: dict) -> str:
     return RECIPES.get(name, name)
 
 
+def _layer_weights(budget: dict) -> str:
+    """WSAB's layer weighting (``--weighting``), which a WSAB loss depends on; older results files lack it."""
+    weighting = budget.get("weighting")
+    return f", {weighting} layer weights" if weighting and "wsab" in budget["distillation"] else ""
+
+
 def _gate_line(results: RunResults) -> str:
     """The teacher-quality gate's verdict, in numbers, under the results table (loud when it failed)."""
     gate = results.teacher_gate
@@ -178,7 +186,8 @@ def _facts_table(results: RunResults) -> str:
         ("Learning rate", budget.get("learning_rate") and f"{budget['learning_rate']:g}" + (
             f" (x {budget['inherited_lr_scale']:g} for the tensors subcloned from the teacher)"
             if budget.get("inherited_lr_scale", 1) != 1 else "")),
-        ("Distillation", budget.get("distillation") and f"{budget['distillation']}, α = {budget.get('alpha')}"),
+        ("Distillation", budget.get("distillation") and f"{budget['distillation']}{_layer_weights(budget)}, "
+         f"α = {budget.get('alpha')}"),
         ("SSM init", budget.get("mixer_init")),
         ("Teacher fine-tuning", teacher.get("tuning") and "AdamW lr {learning_rate:g}, warm-up {warmup_ratio:.0%}, "
          "{head_steps} head-only steps first, batch {batch_size}".format(**teacher["tuning"])

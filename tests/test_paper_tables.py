@@ -93,19 +93,31 @@ def test_a_table_grows_across_runs_and_refuses_another_budget(tmp_path: Path, ca
               "--out-dir", str(tmp_path / "out"), "--image-size", "16", "--train-size", "48", "--eval-size", "16",
               "--batch-size", "8", "--teacher-steps", "1", "--threads", "1", "--recipes", "scratch"]  # fmt: skip
     assert tables.main([*common, "--steps", "2", "--seeds", "0"]) == 0
-    first = json.loads((tmp_path / "out" / "recipes.json").read_text())["budget"]["since"]  # its first write
-    # Another process, another seed and more recipes (KD without the subclone, KD on half the data), same table.
-    more = ["--recipes", "scratch", "scratch-logits", "logits-half"]
+    path = tmp_path / "out" / "recipes.json"
+    earlier = json.loads(path.read_text())
+    first = earlier["budget"]["since"]  # its first write
+    for student in earlier["students"]:  # a file written before Student had its weighting field
+        del student["weighting"]
+    path.write_text(json.dumps(earlier))
+    # Another process, another seed and more recipes (KD without the subclone, KD on half the data, WSAB with
+    # uniform layer weights), same table.
+    more = ["--recipes", "scratch", "scratch-logits", "logits-half", "wsab-uniform"]
     assert tables.main([*common, "--steps", "2", "--seeds", "1", *more]) == 0
-    record = json.loads((tmp_path / "out" / "recipes.json").read_text())
-    got = [(s["seed"], s["init"], s["distillation"], s["fraction"]) for s in record["students"]]
-    assert got == [(0, "scratch", "none", 1), (1, "scratch", "none", 1), (1, "scratch", "logits", 1),
-                   (1, "subclone", "logits", 0.5)]  # fmt: skip
+    record = json.loads(path.read_text())
+    got = [(s["seed"], s["init"], s["distillation"], s["fraction"], s["weighting"]) for s in record["students"]]
+    assert got == [(0, "scratch", "none", 1, "misaligned"), (1, "scratch", "none", 1, "misaligned"),
+                   (1, "scratch", "logits", 1, "misaligned"), (1, "subclone", "logits", 0.5, "misaligned"),
+                   (1, "subclone", "wsab", 1, "uniform")]  # fmt: skip
+    # The weighting reached the loss: every one of the 2 layers weighs 1/2 in every direction, and the log says so.
+    logged = [h for h in record["students"][-1]["history"] if "loss" in h]
+    maxima = [v for h in logged for k, v in h.items() if k.startswith("layer_weight_max/")]
+    assert maxima and all(v == 0.5 for v in maxima)
     assert record["budget"]["seeds"] == [0, 1] and record["budget"]["since"] == first
     markdown = (tmp_path / "out" / "recipes.md").read_text()
     assert "| pmamba-s: scratch | " in markdown and "(2 seeds)" in markdown
     assert "| pmamba-s: scratch + logits KD | " in markdown
     assert "| pmamba-s: subclone + logits KD, 50 % of the data | " in markdown
+    assert "| pmamba-s: subclone + WSAB, uniform layer weights | " in markdown
     png = (tmp_path / "out" / "recipes.png").read_bytes()  # the loss curves of every seed's scratch row
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
@@ -117,4 +129,4 @@ def test_a_table_grows_across_runs_and_refuses_another_budget(tmp_path: Path, ca
     else:
         raise AssertionError("a table of another budget was extended")
     assert "train scratch" not in capsys.readouterr().out
-    assert len(json.loads((tmp_path / "out" / "recipes.json").read_text())["students"]) == 4
+    assert len(json.loads(path.read_text())["students"]) == 5

@@ -73,6 +73,15 @@ def test_card_describes_the_loss_the_model_had(distillation):
     assert ("(stage 2): none: the student trains on the task loss only" in method) is (distillation == "none")
 
 
+def test_card_names_the_wsab_layer_weighting():
+    gate = teacher_gate(teacher_top1=0.83, scratch_top1=0.7070, margin_points=2.0, eval_images=2000)
+    results = _results(gate, "wsab")
+    results.budget.update(weighting="uniform", alpha=0.5)
+    assert "| Distillation | wsab, uniform layer weights, α = 0.5 |" in build_card(results).text
+    results.budget.update(distillation="logits")  # no WSAB, no layer weights to name
+    assert "| Distillation | logits, α = 0.5 |" in build_card(results).text
+
+
 def test_wsab_plus_logits_matches_hand_computed_values():
     """Two layers, two directions, 2x2 grid, width 2. Calibration MLPs with zero weights output their last bias b_l
     for every token, and every teacher patch token is t = (1, 1): s_l = cos(b_l, t) in each direction."""
@@ -105,6 +114,7 @@ def test_wsab_plus_logits_matches_hand_computed_values():
 @pytest.mark.parametrize("options, message", [
     ({"distillation": "wsab+feature"}, "--distillation must be one of"),
     ({"mixer_init": "random"}, "--mixer-init must be one of"),
+    ({"weighting": "softmax"}, "--weighting must be one of misaligned, aligned, uniform, got 'softmax'"),
     ({"teacher_learning_rate": 0.0}, "--teacher-learning-rate must be positive"),
     ({"teacher_warmup_ratio": 1.0}, "--teacher-warmup-ratio must be in [0, 1)"),
     ({"logits_weight": -1.0}, "--logits-weight must be at least 0"),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from transformers.utils import logging
 
 from .conversion.args import MIXER_INITS
-from .trainers.args import DISTILLATIONS
+from .trainers.args import DISTILLATIONS, WEIGHTINGS
 
 logger = logging.get_logger(__name__)
 
@@ -42,6 +42,12 @@ class RecipeOptions:
     logits_weight: float = field(
         default=1.0, metadata={"help": "wsab+logits: L_distill = WSAB + logits_weight * KD (default 1.0)"}
     )
+    weighting: str = field(
+        default="misaligned",
+        metadata={"help": "wsab, wsab+logits: WSAB's layer weights: misaligned (less-aligned layers weigh more, the "
+                  "paper), aligned (the opposite sign) or uniform (1 / layers). Default: misaligned",
+                  "choices": WEIGHTINGS},
+    )  # fmt: skip
     mixer_init: str = field(
         default="standard",
         metadata={"help": "SSM init of the subcloned student: standard (Mamba init, the paper) or attention "
@@ -80,6 +86,8 @@ class RecipeOptions:
             raise ValueError(f"--distillation must be one of {', '.join(DISTILLATIONS)}, got {self.distillation!r}.")
         if self.mixer_init not in MIXER_INITS:
             raise ValueError(f"--mixer-init must be one of {', '.join(MIXER_INITS)}, got {self.mixer_init!r}.")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}.")
         if not 0 < self.inherited_lr_scale <= 1:
             raise ValueError(f"--inherited-lr-scale must be in (0, 1], got {self.inherited_lr_scale}.")
         if self.logits_weight < 0:
@@ -100,7 +108,7 @@ class RecipeOptions:
         return 0.1 if pretrained else 0.05
 
     def distiller_options(self) -> dict:
-        return {"logits_weight": self.logits_weight}
+        return {"logits_weight": self.logits_weight, "weighting": self.weighting}
 
 
 # --- the teacher-quality gate ------------------------------------------------------------------------------------

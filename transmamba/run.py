@@ -59,6 +59,7 @@ def _results(args: RunArguments, data: dict, teacher: dict, student: dict, scrat
             "distillation": args.distillation,
             "alpha": args.alpha,
             "mixer_init": args.mixer_init,
+            "weighting": args.weighting,
         },
         teacher_gate=gate,
         accuracy=evaluation["accuracy"],
@@ -166,7 +167,8 @@ def run(args: RunArguments) -> RunOutcome:
         f"stage 2: train the subcloned student with {args.distillation} against the cached teacher, {args.steps} "
         "steps",
         {**train, "teacher_outputs": h["teacher_outputs"], "alpha": args.alpha, "distillation": args.distillation,
-         "logits_weight": args.logits_weight, "inherited_lr_scale": args.inherited_lr_scale},
+         "logits_weight": args.logits_weight, "inherited_lr_scale": args.inherited_lr_scale,
+         **({"weighting": args.weighting} if args.weighting != "misaligned" else {})},  # earlier runs' hash stays
         lambda d: st.stage_student(d, args, args.distillation),
     )  # fmt: skip
     evaluation = stages.run(

@@ -30,6 +30,8 @@ from .trainers.checkpoints import LibraryLoadingTrainer
 OUTPUTS_FILE = "teacher_outputs.safetensors"
 DEFAULT_STUDENT_LAYERS = 6  # the default student takes the teacher's first 6 layers
 MODEL = "model"
+HISTORY_KEYS = ("step", "loss", "task_loss", "distill_loss", "eval_accuracy")  # a student stage's training log
+HISTORY_PREFIXES = ("distill_loss/", "layer_weight")  # per direction, and where WSAB put its weight
 
 
 def default_dataset() -> str:
@@ -279,7 +281,7 @@ def stage_student(
     trainer.save_model(str(directory / MODEL))
     shutil.rmtree(directory / "checkpoints", ignore_errors=True)
     history = [
-        {k: v for k, v in entry.items() if k in ("step", "loss", "task_loss", "distill_loss", "eval_accuracy")}
+        {k: v for k, v in entry.items() if k in HISTORY_KEYS or k.startswith(HISTORY_PREFIXES)}
         for entry in trainer.state.log_history
     ]
     outputs = {
