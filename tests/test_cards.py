@@ -155,3 +155,16 @@ def test_cards_never_publish_local_paths(tmp_path):
     (tmp_path / "my-photos").mkdir()
     assert dataset_names(str(tmp_path / "my-photos"), None) == ("my-photos", None, "local folder my-photos")
     assert dataset_names(str(tmp_path / "my-photos"), "pets")[0] == "pets"
+
+
+def test_machine_line_names_the_cpu_generation_and_vector_unit(tmp_path):
+    """Two EPYCs of one marketing name trained teachers 0.8 points apart: the line must tell them apart."""
+    from transmamba.model_cards.results import _cpu_identity
+
+    block = "processor\t: {n}\nmodel name\t: AMD EPYC\ncpu family\t: {family}\nmodel\t\t: 1\nflags\t\t: fpu {flags}\n"
+    zen3, zen4 = tmp_path / "zen3", tmp_path / "zen4"
+    zen3.write_text("\n".join(block.format(n=n, family=25, flags="avx avx2") for n in range(2)))
+    zen4.write_text(block.format(n=0, family=25, flags="avx avx2 avx512f").replace("model\t\t: 1", "model\t\t: 17"))
+    assert _cpu_identity(str(zen3)) == "AMD EPYC (family 25 model 1, AVX2)"
+    assert _cpu_identity(str(zen4)) == "AMD EPYC (family 25 model 17, AVX512F)"
+    assert _cpu_identity(str(tmp_path / "missing")) is None
