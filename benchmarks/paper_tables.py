@@ -7,7 +7,8 @@ uses (``transmamba.pretrained_teacher``), exactly as ``facebook/dinov2-small`` w
 ``recipes`` compares the candidate defaults of ``transmamba run`` (scratch, WSAB, WSAB + logits KD, logits KD,
 feature KD, and the attention-informed mixer init) over every seed, and logits KD without subcloning
 (``scratch-logits``: is the subclone what helps, or the soft labels?), and logits KD on half the training
-images (``logits-half``: Table 6's claim that 50 % with the method beats scratch on 100 %), and WSAB with the
+images (``logits-half``, and ``feature-half`` for the default: Table 6's claim that 50 % with the method beats
+scratch on 100 %), and WSAB with the
 other layer weightings (``wsab-uniform``, ``wsab-aligned``: is the paper's adaptive weighting what helps?). Its
 table is rewritten after every student, so a partial run leaves partial results. The run fine-tunes
 a head (and the encoder, ``--teacher-tune all``) on Fashion-MNIST, converts it into PMamba-S / ViM-S students of
@@ -98,6 +99,7 @@ RECIPES = {  # the recipes table's rows: Student fields besides family and seed
     "wsab-attn": {"init": "subclone", "distillation": "wsab", "mixer_init": "attention"},
     "scratch-logits": {"init": "scratch", "distillation": "logits"},
     "logits-half": {"init": "subclone", "distillation": "logits", "fraction": 0.5},  # Table 6: 50 % vs scratch 100 %
+    "feature-half": {"init": "subclone", "distillation": "feature", "fraction": 0.5},  # the same for the default
     "wsab-uniform": {"init": "subclone", "distillation": "wsab", "weighting": "uniform"},  # WSAB's layer weights:
     "wsab-aligned": {"init": "subclone", "distillation": "wsab", "weighting": "aligned"},  # ablations of the paper's
 }

@@ -35,11 +35,11 @@ _KD = "the temperature KD of the frozen teacher head's logits (its soft labels)"
 STAGE_TWO = {  # what the card says this model's loss was, beside the task loss
     "wsab": f"the student trains on the task loss plus {_WSAB}.",
     "wsab+logits": f"the student trains on the task loss plus {_WSAB}, plus {_KD}.",
-    "logits": f"the student trains on the task loss plus {_KD}. The paper's WSAB is `--distillation wsab`; at this "
-              "project's measured budgets it added no accuracy over the soft labels and took 1.3-1.5x the training "
-              "time (project README, \"Which default, and why\").",
+    "logits": f"the student trains on the task loss plus {_KD}.",
     "feature": "the student trains on the task loss plus a loss between its last layer's tokens (through a "
-               "calibration MLP) and the teacher's (cosine, or MSE with `--feature_metric mse`).",
+               "calibration MLP) and the teacher's (cosine, or MSE with `--feature_metric mse`). The paper's WSAB "
+               "is `--distillation wsab`; at this project's measured budgets it was behind this last-layer loss "
+               "and took 1.5-1.9x the training time (project README, \"Which default, and why\").",
     "none": "none: the student trains on the task loss only.",
 }  # fmt: skip
 

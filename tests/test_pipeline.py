@@ -90,7 +90,7 @@ def test_killed_run_resumes_and_leaves_a_loadable_folder_with_a_true_card(tmp_pa
     gate = results["teacher_gate"]  # measured before distillation, on the same held-out images
     accuracy = results["accuracy"]
     assert (gate["teacher_top1"], gate["scratch_top1"]) == (accuracy["teacher"], accuracy["scratch"])
-    assert results["budget"]["distillation"] == "logits" and results["teacher"]["tuning"]["learning_rate"] == 1e-3
+    assert results["budget"]["distillation"] == "feature" and results["teacher"]["tuning"]["learning_rate"] == 1e-3
     card = ModelCard.load(folder / "README.md")
     assert card.data.eval_results[0].metric_value == results["accuracy"]["transmamba"]
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "image-classification"

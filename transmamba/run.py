@@ -1,7 +1,7 @@
 """`transmamba run`: the whole TransMamba pipeline in one resumable command.
 
 data -> teacher (fine-tuned) -> convert (stage 1, subcloning) -> teacher outputs (cached once) -> scratch
-student -> teacher-quality gate -> TransMamba student (stage 2, logits KD by default) -> evaluate ->
+student -> teacher-quality gate -> TransMamba student (stage 2, last-layer feature KD by default) -> evaluate ->
 export the model folder with its card -> push.
 
 With no arguments it needs no network: Fashion-MNIST from its Debian package when installed, else
@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .cli_support import command_main, parser_for
+from .model_cards.card import RECIPES
 from .run_args import RunArguments
 
 PROG = "transmamba run"
@@ -164,8 +165,8 @@ def run(args: RunArguments) -> RunOutcome:
         tqdm.write(f"  {gate['message']}")
     stages.run(
         "transmamba",
-        f"stage 2: train the subcloned student with {args.distillation} against the cached teacher, {args.steps} "
-        "steps",
+        f"stage 2: train the subcloned student with {RECIPES[args.distillation]} against the cached teacher, "
+        f"{args.steps} steps",
         {**train, "teacher_outputs": h["teacher_outputs"], "alpha": args.alpha, "distillation": args.distillation,
          "logits_weight": args.logits_weight, "inherited_lr_scale": args.inherited_lr_scale,
          **({"weighting": args.weighting} if args.weighting != "misaligned" else {})},  # earlier runs' hash stays
