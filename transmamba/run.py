@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .cli_support import command_main, parser_for
-from .model_cards.card import RECIPES
 from .run_args import RunArguments
 
 PROG = "transmamba run"
@@ -89,6 +88,7 @@ def run(args: RunArguments) -> RunOutcome:
 
     from . import run_stages as st
     from .folders import check_output_folder
+    from .model_cards.card import RECIPES
     from .model_cards.results import describe_machine
     from .pretrained_teacher import resolve_teacher
     from .recipe import teacher_gate
