@@ -37,9 +37,10 @@ STAGE_TWO = {  # what the card says this model's loss was, beside the task loss
     "wsab+logits": f"the student trains on the task loss plus {_WSAB}, plus {_KD}.",
     "logits": f"the student trains on the task loss plus {_KD}.",
     "feature": "the student trains on the task loss plus a loss between its last layer's tokens (through a "
-               "calibration MLP) and the teacher's (cosine, or MSE with `--feature_metric mse`). The paper's WSAB "
-               "is `--distillation wsab`; at this project's measured budgets it was behind this last-layer loss "
-               "and took 1.5-1.9x the training time (project README, \"Which default, and why\").",
+               "calibration MLP) and the teacher's (one minus their cosine, or their MSE: the Distillation row "
+               "below says which). The paper's WSAB is `--distillation wsab`; at this project's measured budgets "
+               "it was behind this last-layer loss and took 1.5-1.9x the training time (project README, \"Which "
+               "default, and why\").",
     "none": "none: the student trains on the task loss only.",
 }  # fmt: skip
 
@@ -117,10 +118,13 @@ def _distillation(budget: dict) -> str:
     return RECIPES.get(name, name)
 
 
-def _layer_weights(budget: dict) -> str:
-    """WSAB's layer weighting (``--weighting``), which a WSAB loss depends on; older results files lack it."""
+def _loss_details(budget: dict) -> str:
+    """What the loss depends on besides its name: WSAB's layer weighting (``--weighting``) or the feature metric
+    (``--feature_metric``; `transmamba run` always uses cosine). Older results files lack both."""
     weighting = budget.get("weighting")
-    return f", {weighting} layer weights" if weighting and "wsab" in budget["distillation"] else ""
+    if weighting and "wsab" in budget["distillation"]:
+        return f", {weighting} layer weights"
+    return f", {budget.get('feature_metric', 'cosine')}" if budget["distillation"] == "feature" else ""
 
 
 def _gate_line(results: RunResults) -> str:
@@ -186,7 +190,7 @@ def _facts_table(results: RunResults) -> str:
         ("Learning rate", budget.get("learning_rate") and f"{budget['learning_rate']:g}" + (
             f" (x {budget['inherited_lr_scale']:g} for the tensors subcloned from the teacher)"
             if budget.get("inherited_lr_scale", 1) != 1 else "")),
-        ("Distillation", budget.get("distillation") and f"{budget['distillation']}{_layer_weights(budget)}, "
+        ("Distillation", budget.get("distillation") and f"{budget['distillation']}{_loss_details(budget)}, "
          f"α = {budget.get('alpha')}"),
         ("SSM init", budget.get("mixer_init")),
         ("Teacher fine-tuning", teacher.get("tuning") and "AdamW lr {learning_rate:g}, warm-up {warmup_ratio:.0%}, "

@@ -80,6 +80,10 @@ def test_card_names_the_wsab_layer_weighting():
     assert "| Distillation | wsab, uniform layer weights, α = 0.5 |" in build_card(results).text
     results.budget.update(distillation="logits")  # no WSAB, no layer weights to name
     assert "| Distillation | logits, α = 0.5 |" in build_card(results).text
+    results.budget.update(distillation="feature")  # `transmamba run` records no metric: it always uses cosine
+    assert "| Distillation | feature, cosine, α = 0.5 |" in build_card(results).text
+    results.budget.update(feature_metric="mse")  # `transmamba train --feature_metric mse`
+    assert "| Distillation | feature, mse, α = 0.5 |" in build_card(results).text
 
 
 def test_wsab_plus_logits_matches_hand_computed_values():

@@ -31,7 +31,7 @@ def train_results(args, training_args, trainer, student, teacher_config, sizes: 
         budget={"steps": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0, 2), "batch_size": batch,
                 "learning_rate": training_args.learning_rate, "image_size": config.image_size,
                 "seeds": [training_args.seed], "distillation": args.distillation, "alpha": args.alpha,
-                "weighting": args.weighting},
+                "weighting": args.weighting, "feature_metric": args.feature_metric},
         accuracy={"transmamba": round(accuracy, 4) if accuracy is not None else None},
         repo_id=repo,
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
