@@ -105,7 +105,7 @@ class RunResults:
 
 def describe_machine() -> str:
     """Cores, CPU model, torch version (and GPU): what two result files must say before their numbers are compared
-    (the same run gives other numbers on another CPU: a fine-tuned teacher moved 0.8 points between two EPYCs)."""
+    (the same run gives other numbers on another CPU, and with another thread count)."""
     import torch
 
     cpu = _cpu_identity() or platform.processor() or platform.machine()
@@ -127,6 +127,8 @@ def _cpu_identity(cpuinfo: str = "/proc/cpuinfo") -> str | None:
         return None
     flags = set(fields.get("flags", "").split())
     vector = next((name.upper() for name in ("avx512f", "avx2", "avx") if name in flags), None)
-    details = [f"family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields else None, vector]
-    details = [detail for detail in details if detail]
+    generation = (
+        f"family {fields['cpu family']} model {fields['model']}" if {"cpu family", "model"} <= set(fields) else None
+    )
+    details = [detail for detail in (generation, vector) if detail]
     return fields["model name"] + (f" ({', '.join(details)})" if details else "")

@@ -158,7 +158,7 @@ def test_cards_never_publish_local_paths(tmp_path):
 
 
 def test_machine_line_names_the_cpu_generation_and_vector_unit(tmp_path):
-    """Two EPYCs of one marketing name trained teachers 0.8 points apart: the line must tell them apart."""
+    """The name "AMD EPYC" alone covers CPU generations that round differently: the line must tell them apart."""
     from transmamba.model_cards.results import _cpu_identity
 
     block = "processor\t: {n}\nmodel name\t: AMD EPYC\ncpu family\t: {family}\nmodel\t\t: 1\nflags\t\t: fpu {flags}\n"
