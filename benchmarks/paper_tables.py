@@ -105,7 +105,9 @@ RECIPES = {  # the recipes table's rows: Student fields besides family and seed
 }
 
 
-def plan(table: str, seeds: list[int], recipes: list[str] | None = None) -> list[Student]:
+def plan(
+    table: str, seeds: list[int], recipes: list[str] | None = None, families: tuple = ("pmamba-s",)
+) -> list[Student]:
     if table in ("table2", "figure3"):
         pmamba = [Student("pmamba-s", init, distill, seed=seed, curves=True)
                   for seed in seeds for init, distill in (("scratch", "none"), ("subclone", "wsab"))]  # fmt: skip
@@ -125,7 +127,8 @@ def plan(table: str, seeds: list[int], recipes: list[str] | None = None) -> list
         return subsets + [Student("pmamba-s", "subclone", "wsab", curves=True), Student("pmamba-s", "scratch", "none",
                                                                                          curves=True)]  # fmt: skip
     if table == "recipes":  # seed by seed, so a partial run has every recipe of its first seeds
-        return [Student("pmamba-s", seed=seed, **RECIPES[name]) for seed in seeds for name in recipes or RECIPES]
+        return [Student(family, seed=seed, **RECIPES[name])
+                for seed in seeds for family in families for name in recipes or RECIPES]  # fmt: skip
     raise ValueError(f"unknown table {table!r}")
 
 
@@ -154,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--curve-eval-size", type=int, default=250, help="test images of those evaluations (default 250; the "
         "final top-1 uses all --eval-size)")  # fmt: skip
     add("--recipes", nargs="+", choices=list(RECIPES), help="rows of the recipes table (default: all)")
+    add("--families", nargs="+", choices=["pmamba-s", "vim-s"], default=["pmamba-s"], help="student families of "
+        "the recipes table (default pmamba-s)")  # fmt: skip
     add("--threads", type=int, default=2, help="torch threads (default 2)")
     return parser
 
@@ -399,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     tables = ["table2", "table5", "table6", "figure3"] if args.table == "all" else [args.table]
     for table in tables:
-        students = plan(table, args.seeds, args.recipes)
+        students = plan(table, args.seeds, args.recipes, tuple(args.families))
 
         def progress(shared: dict, results: dict, table=table, planned=len(students)) -> None:  # noqa: B008
             write_table(table, args, shared, results, planned)

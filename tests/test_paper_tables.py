@@ -130,3 +130,13 @@ def test_a_table_grows_across_runs_and_refuses_another_budget(tmp_path: Path, ca
         raise AssertionError("a table of another budget was extended")
     assert "train scratch" not in capsys.readouterr().out
     assert len(json.loads(path.read_text())["students"]) == 5
+
+
+def test_the_recipes_table_plans_every_family_seed_by_seed() -> None:
+    tables = _load_script()
+    planned = tables.plan("recipes", [0, 1], ["scratch", "feature"], ("pmamba-s", "vim-s"))
+    got = [(s.seed, s.family, s.init, s.distillation) for s in planned]
+    assert got == [(seed, family, init, distill) for seed in (0, 1) for family in ("pmamba-s", "vim-s")
+                   for init, distill in (("scratch", "none"), ("subclone", "feature"))]  # fmt: skip
+    assert len({s.name for s in planned}) == len(planned)  # each its own stage
+    assert tables.build_parser().parse_args(["recipes"]).families == ["pmamba-s"]  # the committed tables' rows
