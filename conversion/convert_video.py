@@ -113,7 +113,7 @@ def convert_video(args: VideoConvertArguments) -> Path:
         num_parameters=student.num_parameters(),
         inflation=args.inflation,
         summary=summary,
-        repo_id=None,
+        repo_id=args.push_to_hub,
     )
     processor = video_processor(teacher_processor, image_size)
     output = write_model_folder(args.output, student, processor, report, card, args.overwrite)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cli_support import command_main, parser_for
+from .args import check_push_options
 
 PROG = "transmamba convert"
 INFLATIONS = ("centre", "mean")  # how a 2-D patch kernel becomes a tubelet kernel (subclone_video.py)
@@ -38,6 +39,14 @@ class VideoConvertArguments:
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output folder."})
     seed: int = field(default=0, metadata={"help": "Seed of the student's fresh parameters."})
     base_model: str | None = field(default=None, metadata={"help": "Hub id to record as base_model in the card."})
+    push_to_hub: str | None = field(
+        default=None, metadata={"help": "After writing the folder, create this Hub repo (ORG/NAME) and upload it."}
+    )
+    private: bool = field(default=False, metadata={"help": "Make the --push-to-hub repo private."})
+    dry_run: bool = field(
+        default=False,
+        metadata={"help": "With --push-to-hub: write the folder, then list the files and the target repo instead."},
+    )
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -47,22 +56,23 @@ class VideoConvertArguments:
             self.image_size is not None and self.image_size < 1
         ):
             raise ValueError("--num-labels and --image-size must be at least 1.")
+        check_push_options(self.push_to_hub, self.dry_run)
         from .convert_video import parse_video_spec  # the presets and config fields: imports the models
 
         parse_video_spec(self.student)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit 0 on success, 2 on bad input (one message, nothing written)."""
+    """Exit 0 on success, 2 on bad input (one message, nothing written), 1 when only the push failed."""
     description = "Subclone an image ViT into a TransVideoMamba student (--student videomamba-t / videomamba-s)."
     return command_main(lambda: parser_for((VideoConvertArguments,), PROG, description), argv, PROG, _command)
 
 
 def _command(args: VideoConvertArguments) -> int:
     from .convert_video import convert_video
+    from .hub import publish_if_asked
 
-    convert_video(args)
-    return 0
+    return publish_if_asked(convert_video(args), args, PROG, "TransVideoMamba student")
 
 
 if __name__ == "__main__":

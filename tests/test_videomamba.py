@@ -163,3 +163,25 @@ def test_convert_refuses_bad_video_specs_before_loading(vit_teacher, tmp_path, c
         err = capsys.readouterr().err
         assert code == 2 and expected in err and "Traceback" not in err, err
         assert not (tmp_path / "x").exists()
+
+
+def test_convert_pushes_a_video_student_up_to_the_network_boundary(vit_teacher, tmp_path, capsys, monkeypatch):
+    """--dry-run lists the files and the repo; a real push offline keeps the complete folder and says how to push."""
+    from huggingface_hub import constants
+
+    base = ["--teacher", str(vit_teacher), "--student", f"{SPEC},num_frames=4,tubelet_size=2", "--output"]
+    assert convert_main([*base, str(tmp_path / "x"), "--dry-run"]) == 2  # before any weight is read
+    assert "pass --push-to-hub ORG/NAME too" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+    assert convert_main([*base, str(tmp_path / "a"), "--push-to-hub", "me/trans-videomamba-t", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would upload" in out and "https://huggingface.co/me/trans-videomamba-t" in out
+    assert all(f"  {name}  (" in out for name in ("config.json", "model.safetensors", "README.md", REPORT_NAME))
+    assert "me/trans-videomamba-t" in (tmp_path / "a" / "README.md").read_text()  # the card's usage names the repo
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert convert_main([*base, str(tmp_path / "b"), "--push-to-hub", "me/trans-videomamba-t"]) == 1
+    err = capsys.readouterr().err
+    assert "offline mode (HF_HUB_OFFLINE=1)" in err and "Traceback" not in err
+    assert f"hf upload me/trans-videomamba-t {tmp_path / 'b'}" in err
+    AutoModelForVideoClassification.from_pretrained(tmp_path / "b")  # the folder is complete
