@@ -23,6 +23,7 @@ from .subclone import summarise
 from .subclone_video import subclone_video
 from .teachers import default_image_size, load_image_processor, load_teacher, load_teacher_config
 from .video_args import VideoConvertArguments
+from .videomamba_ssm import copy_videomamba_ssm, read_videomamba_ssm
 
 
 def parse_video_spec(spec: str) -> tuple[str, dict]:
@@ -79,12 +80,16 @@ def convert_video(args: VideoConvertArguments) -> Path:
     teacher_processor = load_image_processor(args.teacher)
     image_size = args.image_size or default_image_size(teacher_config, teacher_processor)
     config = video_student_config(args, teacher_config, image_size)
+    ssm = read_videomamba_ssm(args.ssm_from, config) if args.ssm_from else None
     teacher = load_teacher(args.teacher, teacher_config)
     # A narrower student keeps the channels with the largest weights (magnitude): no images needed.
     selection = select_indices(
         teacher, "magnitude", config.hidden_size, config.mlp_hidden_size, config.num_hidden_layers
     )
     student, tensors = subclone_video(teacher, config, selection, seed=args.seed, inflation=args.inflation)
+    if ssm is not None:
+        tensors.update(copy_videomamba_ssm(student, *ssm, source=args.ssm_from.name))
+    ssm_init = f"from the VideoMamba checkpoint {args.ssm_from.name}" if ssm else "standard Mamba init"
     summary = summarise(tensors, student)
     report = {
         "format": "transmamba-video-subcloning-report/1",
@@ -98,6 +103,7 @@ def convert_video(args: VideoConvertArguments) -> Path:
             "parameters": student.num_parameters(),
         },  # fmt: skip
         "inflation": args.inflation,
+        "ssm_init": ssm_init,
         "importance": selection.method,
         "seed": args.seed,
         "summary": summary,
@@ -112,6 +118,7 @@ def convert_video(args: VideoConvertArguments) -> Path:
         config=config,
         num_parameters=student.num_parameters(),
         inflation=args.inflation,
+        ssm_init=ssm_init,
         summary=summary,
         repo_id=args.push_to_hub,
     )

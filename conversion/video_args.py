@@ -39,6 +39,14 @@ class VideoConvertArguments:
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output folder."})
     seed: int = field(default=0, metadata={"help": "Seed of the student's fresh parameters."})
     base_model: str | None = field(default=None, metadata={"help": "Hub id to record as base_model in the card."})
+    ssm_from: Path | None = field(
+        default=None,
+        metadata={
+            "help": "A pretrained VideoMamba checkpoint (OpenGVLab's .pth, or .safetensors) whose SSM tensors (conv, "
+            "x_proj, dt_proj, A, D of both directions) replace the standard Mamba init, as the paper does for "
+            "retrieval; the rest is still subcloned from --teacher (conversion/videomamba_ssm.py)."
+        },
+    )
     push_to_hub: str | None = field(
         default=None, metadata={"help": "After writing the folder, create this Hub repo (ORG/NAME) and upload it."}
     )
@@ -57,6 +65,7 @@ class VideoConvertArguments:
         ):
             raise ValueError("--num-labels and --image-size must be at least 1.")
         check_push_options(self.push_to_hub, self.dry_run)
+        self.ssm_from = Path(self.ssm_from) if self.ssm_from is not None else None
         from .convert_video import parse_video_spec  # the presets and config fields: imports the models
 
         parse_video_spec(self.student)

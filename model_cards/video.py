@@ -16,7 +16,7 @@ with `transmamba train` (video classification) or `transmamba train-retrieval`.
 
 - Student: `{student}` — {layers} layers, width {width}, {frames} frames, tubelet {tubelet}, {params:,} parameters.
 - Tubelet: the teacher's 2-D patch embedding inflated over time ({inflation}); spatial positions from the teacher;
-  temporal positions zero; norms, MLPs and attention output projections copied; SSM: standard Mamba init.
+  temporal positions zero; norms, MLPs and attention output projections copied; SSM: {ssm_init}.
 - Tensors: {copied} copied, {sliced} sliced/reshaped, {initialised} initialised.
 
 ```python
@@ -33,7 +33,7 @@ logits = model(pixel_values).logits
 
 def video_student_card(
     *, teacher: str, teacher_class: str, base_model: str | None, license: str | None, student_spec: str, config,
-    num_parameters: int, inflation: str, summary: dict, repo_id: str | None,
+    num_parameters: int, inflation: str, ssm_init: str, summary: dict, repo_id: str | None,
 ) -> ModelCard:  # fmt: skip
     metadata = ModelCardData(
         base_model=base_model,
@@ -54,6 +54,7 @@ def video_student_card(
         tubelet=config.tubelet_size,
         params=num_parameters,
         inflation=inflation,
+        ssm_init=ssm_init,
         repo=repo_id or "path/to/this/folder",
         citation=CITATION,
         **counts,

@@ -185,3 +185,96 @@ def test_convert_pushes_a_video_student_up_to_the_network_boundary(vit_teacher, 
     assert "offline mode (HF_HUB_OFFLINE=1)" in err and "Traceback" not in err
     assert f"hf upload me/trans-videomamba-t {tmp_path / 'b'}" in err
     AutoModelForVideoClassification.from_pretrained(tmp_path / "b")  # the folder is complete
+
+
+def _videomamba_checkpoint(path, layers=2, inner=64, state=4, rank=2, kernel=4, hidden=32):
+    """A file laid out like OpenGVLab/VideoMamba's checkpoints: ``{"model": state_dict, "epoch": ...}``, bimamba
+    mixers ``layers.{i}.mixer.*`` with the backward direction suffixed ``_b``, random values."""
+    generator = torch.Generator().manual_seed(7)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=generator) * 0.3
+
+    state_dict = {"patch_embed.proj.weight": rand(hidden, 3, 1, 8, 8), "norm_f.weight": rand(hidden)}
+    for i in range(layers):
+        m = f"layers.{i}.mixer."
+        for b in ("", "_b"):
+            state_dict |= {f"{m}conv1d{b}.weight": rand(inner, 1, kernel), f"{m}conv1d{b}.bias": rand(inner),
+                           f"{m}x_proj{b}.weight": rand(rank + 2 * state, inner),
+                           f"{m}dt_proj{b}.weight": rand(inner, rank), f"{m}dt_proj{b}.bias": rand(inner),
+                           f"{m}{'A_b_log' if b else 'A_log'}": rand(inner, state),
+                           f"{m}D{b}": rand(inner)}  # fmt: skip
+        state_dict |= {f"{m}in_proj.weight": rand(2 * inner, hidden), f"layers.{i}.norm.weight": rand(hidden)}
+    torch.save({"model": state_dict, "epoch": 3}, path)
+    return state_dict
+
+
+def _videomamba_branch(mixer, layer: dict, x: torch.Tensor, backward: bool) -> torch.Tensor:
+    """One VideoMamba direction from the checkpoint's own tensors, as its mixer computes it (the ``_b`` branch runs
+    on the flipped sequence), with our in_proj: a loop over the tokens, before out_proj."""
+    b = "_b" if backward else ""
+    u, z = mixer.in_proj(x).chunk(2, dim=-1)
+    if backward:
+        u, z = u.flip(1), z.flip(1)
+    weight, kernel = layer[f"conv1d{b}.weight"], layer[f"conv1d{b}.weight"].shape[-1]
+    u = F.silu(F.conv1d(u.transpose(1, 2), weight, layer[f"conv1d{b}.bias"], padding=kernel - 1,
+                        groups=weight.shape[0])[..., : x.shape[1]]).transpose(1, 2)  # fmt: skip
+    rank, state = layer[f"dt_proj{b}.weight"].shape[1], layer["A_log"].shape[1]
+    dt, B, C = (u @ layer[f"x_proj{b}.weight"].t()).split([rank, state, state], dim=-1)
+    delta = F.softplus(dt @ layer[f"dt_proj{b}.weight"].t() + layer[f"dt_proj{b}.bias"])
+    A = -torch.exp(layer["A_b_log" if backward else "A_log"])
+    h, ys = x.new_zeros(x.shape[0], u.shape[-1], state), []
+    for t in range(x.shape[1]):
+        h = torch.exp(delta[:, t, :, None] * A) * h + delta[:, t, :, None] * B[:, t, None, :] * u[:, t, :, None]
+        ys.append((h * C[:, t, None, :]).sum(-1) + layer[f"D{b}"] * u[:, t])
+    y = torch.stack(ys, 1) * F.silu(z)
+    return y.flip(1) if backward else y
+
+
+def test_ssm_from_a_videomamba_checkpoint_computes_its_directions(vit_teacher, tmp_path, capsys):
+    """--ssm-from: every direction's SSM is the checkpoint's, and each layer's mixer computes what VideoMamba's
+    forward and ``_b`` branches compute from those tensors; in_proj and the teacher's out_proj are untouched."""
+    checkpoint = _videomamba_checkpoint(tmp_path / "videomamba_t.pth")
+    base = ["--teacher", str(vit_teacher), "--student", f"{SPEC},num_frames=4,tubelet_size=2", "--output"]
+    assert convert_main([*base, str(tmp_path / "plain")]) == 0
+    assert convert_main([*base, str(tmp_path / "ssm"), "--ssm-from", str(tmp_path / "videomamba_t.pth")]) == 0
+    plain = AutoModelForVideoClassification.from_pretrained(tmp_path / "plain").eval()
+    student = AutoModelForVideoClassification.from_pretrained(tmp_path / "ssm").eval()
+    x = torch.randn(2, 9, 32)
+    for i, (ours, before) in enumerate(zip(student.transmamba.layers, plain.transmamba.layers, strict=True)):
+        mixer, prefix = ours.mixer, f"layers.{i}.mixer."
+        layer = {k.removeprefix(prefix): v for k, v in checkpoint.items() if k.startswith(prefix)}
+        torch.testing.assert_close(mixer.A_log[1], layer["A_b_log"])
+        assert not torch.equal(mixer.A_log, before.mixer.A_log)
+        torch.testing.assert_close(mixer.out_proj.weight, before.mixer.out_proj.weight)  # the teacher's
+        torch.testing.assert_close(mixer.in_proj.weight, before.mixer.in_proj.weight)  # not the checkpoint's
+        with torch.no_grad():
+            expected = mixer.out_proj((_videomamba_branch(mixer, layer, x, False)
+                                       + _videomamba_branch(mixer, layer, x, True)) / 2)  # fmt: skip
+            assert rel_err(mixer(x, (1, 9))[0], expected) < 1e-5
+    report = json.loads((tmp_path / "ssm" / REPORT_NAME).read_text())
+    entry = report["tensors"]["transmamba.layers.1.mixer.dt_proj_bias"]
+    assert entry["status"] == "copied"
+    assert entry["source"] == ["layers.1.mixer.dt_proj.bias", "layers.1.mixer.dt_proj_b.bias"]
+    assert report["ssm_init"] == "from the VideoMamba checkpoint videomamba_t.pth"
+    assert "SSM: from the VideoMamba checkpoint videomamba_t.pth" in (tmp_path / "ssm" / "README.md").read_text()
+
+
+def test_ssm_from_refuses_a_checkpoint_that_does_not_fit(vit_teacher, tmp_path, capsys):
+    base = ["--teacher", str(vit_teacher), "--student", f"{SPEC},num_frames=4,tubelet_size=2", "--output",
+            str(tmp_path / "x"), "--ssm-from"]  # fmt: skip
+    _videomamba_checkpoint(tmp_path / "wide.pth", inner=128)
+    _videomamba_checkpoint(tmp_path / "shallow.pth", layers=1)
+    torch.save({"model": {"blocks.0.attn.qkv.weight": torch.zeros(3, 3)}}, tmp_path / "vit.pth")
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    for name, expected in [
+        ("missing.pth", "no such file"),
+        ("broken.pth", "cannot be read as a checkpoint"),
+        ("vit.pth", "is not a VideoMamba checkpoint"),
+        ("wide.pth", "A_log is (128, 4), needs (64, 4)"),
+        ("shallow.pth", "has 1 layers; the student needs 2"),
+    ]:
+        code = convert_main([*base, str(tmp_path / name)])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err and "Traceback" not in err, err
+        assert not (tmp_path / "x").exists()
