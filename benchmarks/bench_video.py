@@ -5,6 +5,8 @@
 Models, fp32 CPU, batch 1, random weights of the real shapes (speed does not depend on the values):
 - ``videomamba-s``: TransVideoMamba-S as subcloned from DINOv2-S/14 (width 384, 12 layers with MLP, patch 14,
   tubelet 1), one sequence ``[cls, (t n)]`` of 1 + frames x 64 tokens at 112 px, scanned forward and backward.
+- ``videomamba-s-24``: VideoMamba-S as OpenGVLab builds it: 24 mixer-only blocks (``mlp_ratio=0``), width 384,
+  the same tokens; about the same parameters as the teacher, spent on mixers instead of MLPs.
 - ``dinov2-frames``: DINOv2-S/14 (`transformers` ``Dinov2Model``, sdpa) on every frame separately, 65 tokens each,
   the teacher as CLIP4Clip uses it (no token sees another frame).
 - ``dinov2-joint``: the same encoder on all frames' tokens as one sequence (joint space-time attention, what a
@@ -28,7 +30,7 @@ from datetime import datetime, timezone
 import torch
 from transmamba.model_cards.results import describe_machine
 
-MODELS = ("videomamba-s", "dinov2-frames", "dinov2-joint")
+MODELS = ("videomamba-s", "videomamba-s-24", "dinov2-frames", "dinov2-joint")
 RESULT = "BENCH_RESULT "
 
 
@@ -50,9 +52,10 @@ def build(name: str, frames: int, size: int):
     from transformers import Dinov2Config, Dinov2Model
     from transmamba.modeling_transmamba import TransVideoMambaConfig, TransVideoMambaModel
 
-    if name == "videomamba-s":
-        config = TransVideoMambaConfig.from_preset("videomamba-s", num_hidden_layers=12, patch_size=14,
-                                                   image_size=size, num_frames=frames, layer_norm_eps=1e-6)  # fmt: skip
+    if name.startswith("videomamba-s"):
+        shape = {"num_hidden_layers": 24, "mlp_ratio": 0.0} if name == "videomamba-s-24" else {"num_hidden_layers": 12}
+        config = TransVideoMambaConfig.from_preset("videomamba-s", **shape, patch_size=14, image_size=size,
+                                                   num_frames=frames, layer_norm_eps=1e-6)  # fmt: skip
         model = TransVideoMambaModel(config).eval()
         return model, lambda x: model(x)
     teacher = Dinov2Model(Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, patch_size=14,
@@ -119,7 +122,7 @@ def main() -> None:
     print("| model | frames | tokens | median s | x per-frame teacher | peak MB |")
     for r in results:
         grid = (r["size"] // 14) ** 2
-        tokens = 1 + r["frames"] * grid if r["model"] == "videomamba-s" else r["frames"] * (grid + 1)
+        tokens = 1 + r["frames"] * grid if r["model"].startswith("videomamba") else r["frames"] * (grid + 1)
         tokens = f"{r['frames']} x {grid + 1}" if r["model"] == "dinov2-frames" else tokens
         print(f"| {r['model']} | {r['frames']} | {tokens} | {r['median_s']:.3f} | {r['time_vs_dinov2_frames']:.2f} | "
               f"{r['peak_mb_above_model']:.0f} |")  # fmt: skip

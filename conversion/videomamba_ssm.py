@@ -15,9 +15,11 @@ student tensor     forward direction (k = 0)             backward direction (k =
 ``A_log``, ``D``   ``A_log``, ``D``                      ``A_b_log``, ``D_b``
 =================  ====================================  ==========================================
 
-``in_proj`` keeps its init and ``out_proj`` stays the teacher's attention output projection: those are the
-Transformer's side of the mixer, which subcloning provides. Both scan their direction with a causal conv along
-the scan order (VideoMamba flips the sequence for the ``_b`` branch), so the tensors mean the same thing here.
+``out_proj`` stays the teacher's attention output projection and ``in_proj`` its standard init, as with
+``--ssm-from`` for Trans-LLaVA: only the SSM branch comes from VideoMamba. Both models scan a direction with a
+causal conv along its scan order (VideoMamba flips the sequence for the ``_b`` branch), so the copied tensors mean
+the same thing here; our mixer averages the two directions where VideoMamba's sums them, which ``out_proj``
+absorbs.
 """
 
 from __future__ import annotations
