@@ -121,3 +121,36 @@ def test_resume_option_meanings(tmp_path):
         with pytest.raises(ValueError, match=expected):
             resolve_resume(tmp_path, str(tmp_path / f"checkpoint-{step}"))
     assert resolve_resume(tmp_path / "fresh", None) is None
+
+
+def test_a_pretrained_teacher_gets_the_same_new_head_in_every_process(tmp_path):
+    """torch seeds each process differently, so a teacher whose head is new (here 3 labels, the data has 10) must be
+    seeded before the head is built: two fresh processes, one stage each, give the same fine-tuned teacher."""
+    from transmamba import run_stages
+    from transmamba.run_args import RunArguments
+
+    teacher = save_teacher(tmp_path / "teacher", num_labels=3)
+    data_set = digits(test_size=16)
+    data_set["train"] = data_set["train"].select(range(32))
+    data_set.save_to_disk(tmp_path / "digits")
+    tiny = dict(dataset=str(tmp_path / "digits"), train_size=32, eval_size=16, teacher_steps=2, batch_size=16,
+                steps=2, teacher=teacher)  # fmt: skip
+    (tmp_path / "work" / "data").mkdir(parents=True)
+    data, _ = run_stages.stage_data(tmp_path / "work" / "data", RunArguments(**tiny, work_dir=tmp_path / "work"),
+                                    tiny["dataset"])  # fmt: skip
+    script = (
+        "import json, sys; from pathlib import Path; from transmamba import run_stages; "
+        "from transmamba.run_args import RunArguments; "
+        "run_stages.stage_teacher(Path(sys.argv[1]), RunArguments(**json.loads(sys.argv[2])), json.loads(sys.argv[3]))"
+    )
+    weights = []
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        args = json.dumps({**tiny, "work_dir": str(tmp_path / "work")})
+        done = subprocess.run([sys.executable, "-c", script, str(tmp_path / run), args, json.dumps(data)],
+                              env={**os.environ, **ENV}, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        weights.append(load_file(tmp_path / run / "model" / "model.safetensors"))
+    assert weights[0]["classifier.weight"].shape == (10, 32)
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key

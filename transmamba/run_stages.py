@@ -116,6 +116,8 @@ def stage_teacher(directory: Path, args: RunArguments, data: dict) -> tuple[dict
     id2label = dict(enumerate(data["labels"]))
     label2id = {name: i for i, name in id2label.items()}
     base_model = None
+    # torch seeds each process differently: an unseeded new head (a pretrained teacher's) would differ run to run.
+    torch.manual_seed(args.seed)
     if args.teacher is None:
         config = ViTConfig(
             image_size=data["image_size"],
@@ -128,7 +130,6 @@ def stage_teacher(directory: Path, args: RunArguments, data: dict) -> tuple[dict
             id2label=id2label,
             label2id=label2id,
         )
-        torch.manual_seed(args.seed)
         model, steps = ViTForImageClassification(config), args.teacher_steps
     else:
         model, steps, base_model = _given_teacher(args, id2label, label2id)
