@@ -78,7 +78,8 @@ class ConvertArguments:
         "LLaVA teachers), optionally "
         "with config overrides: 'pmamba-s,num_hidden_layers=6,hidden_size=256'. Patch size, "
         "channels, norm eps and activation come from the teacher; image_size defaults to the teacher's "
-        "processor size. Width and depth may not exceed the teacher's."
+        "processor size. Width and depth may not exceed the teacher's. A video student has its own options "
+        "(--inflation, --ssm-from a VideoMamba checkpoint): `transmamba convert --student videomamba-t --help`."
     )
     output: Path = option(
         help="folder to write (must not exist unless --overwrite); written to a hidden temporary "
